@@ -1,0 +1,1 @@
+"""Calo Balance Analytics."""
