@@ -49,6 +49,8 @@ class Settings:
     burst_window_ms: int = 1000
     burst_min_transactions: int = 3
     business_hours: tuple[int, int] = (7, 22)  # local hours [start, end)
+    # The nightly delivery run posts at local midnight by design: not an after-hours posting.
+    calendar_exempt_actions: tuple[str, ...] = ("DELIVERY_DEDUCTION",)
     time_zones: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TIME_ZONES))
     weekends: dict[str, tuple[int, ...]] = field(default_factory=lambda: dict(DEFAULT_WEEKENDS))
     limits: ReadLimits = field(default_factory=ReadLimits)
