@@ -42,11 +42,15 @@ def build_ledger(transactions: pl.DataFrame, sync_errors: pl.DataFrame, settings
     tx = tx.join(linked, left_on="id", right_on="transactionId", how="left", maintain_order="left")
     rows = [_check(row, settings) for row in tx.iter_rows(named=True)]
     _chain(rows, tx, settings)
-    scale = max([settings.default_places, *settings.currency_places.values()])
-    computed = pl.DataFrame(rows, schema=_computed_schema(scale))
+    computed = pl.DataFrame(rows, schema=_computed_schema(money_scale(settings)))
     ledger = pl.concat([tx.drop("type"), computed], how="horizontal")
     return ledger.select([c for c in LEDGER_COLUMNS if c in ledger.columns]
                          + [c for c in ledger.columns if c not in LEDGER_COLUMNS])
+
+
+def money_scale(settings: Settings) -> int:
+    """Computed money columns hold every currency, so they carry the largest number of places."""
+    return max([settings.default_places, *settings.currency_places.values()])
 
 
 def _check(row: dict, s: Settings) -> dict:
