@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -117,14 +118,19 @@ class ParsedLogs:
 TABLES = ("transactions", "events", "rejects", "files", "record_counts", "duplicates")
 
 
-def read_logs(root: Path, limits: ReadLimits | None = None, only: set[str] | None = None) -> ParsedLogs:
-    """Read every log file under `root` (or just the relative paths in `only`)."""
+def read_logs(root: Path, limits: ReadLimits | None = None, only: set[str] | None = None,
+              progress: Callable[[int, int, str], None] | None = None) -> ParsedLogs:
+    """Read every log file under `root` (or just the relative paths in `only`).
+
+    `progress(done, total, name)` is called after each file, for a progress bar.
+    """
     limits = limits or ReadLimits()
     budget = RunBudget(limits.max_run_bytes)
     sink = _Sink()
-    for path, rel, skip in walk(Path(root)):
-        if only is not None and rel not in only:
-            continue
+    entries = [e for e in walk(Path(root)) if only is None or e[1] in only]
+    for done, (path, rel, skip) in enumerate(entries, 1):
+        if progress:
+            progress(done, len(entries), rel)
         report = FileReport(path=rel)
         if skip:
             report.status, report.reason = "skipped", skip
@@ -228,7 +234,7 @@ class _FileParse:
     def feed(self, records) -> None:
         invocations: dict[str, list[Record]] = defaultdict(list)
         for record in records:
-            self.records += 1
+            self.records += bool(record.timestamp)  # stray text lines alone do not make a log
             if record.kind == "application" and record.request_id not in ("", "undefined"):
                 invocations[record.request_id].append(record)
             else:
@@ -460,7 +466,8 @@ def _transaction_row(obj: dict) -> dict:
 
 
 def _is_absent(value) -> bool:
-    return value is None or value is UNDEFINED or isinstance(value, Placeholder)
+    """`undefined`, `null` and `[Object]`-style placeholders carry no value; a bare word does."""
+    return value is None or value is UNDEFINED or (isinstance(value, Placeholder) and value.text.startswith("["))
 
 
 def _money(value, name: str, strict: bool = True) -> Decimal | None:

@@ -169,20 +169,15 @@ def _split_lines(
             if looks_binary(chunk[:8192]):
                 raise NotALog("binary content, not a text log")
         budget.take(len(chunk))
-        buffer += chunk
-        while True:
-            cut = buffer.find(b"\n")
-            if cut < 0:
-                break
-            raw, buffer = buffer[:cut], buffer[cut + 1 :]
-            if too_long:
+        *complete, rest = (buffer + chunk).split(b"\n")
+        for raw in complete:
+            if too_long:  # the tail of a line already reported as over the cap
                 too_long = False
                 continue
             line_no += 1
             yield line_no, _decode(raw, report)
-        if too_long:
-            buffer = b""
-        elif len(buffer) > limits.max_line_bytes:
+        buffer = b"" if too_long else rest
+        if len(buffer) > limits.max_line_bytes:
             line_no += 1
             report.long_lines.append(line_no)
             yield line_no, None

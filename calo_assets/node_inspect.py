@@ -149,6 +149,8 @@ class _Parser:
         ch = self.peek()
         if ch == ",":
             self.pos += 1
+        elif not ch:
+            raise InspectError(f"{'object' if closer == '}' else 'array'} not closed", self.pos)
         elif ch != closer:
             raise InspectError(f"expected ',' or {closer!r}", self.pos)
 

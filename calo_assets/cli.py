@@ -1,0 +1,161 @@
+"""The one-shot command line: `calo-logs-analyzer LOG_DIR --out OUT`.
+
+A thin entry point over the same core the Dagster assets call, so both paths
+give the same numbers. Exit codes: 0 done, 2 bad options or LOG_DIR missing,
+3 no log in LOG_DIR, 4 OUT cannot be written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from calo_assets import __version__
+from calo_assets.analysis import Analysis, analyze
+from calo_assets.events import read_logs
+from calo_assets.settings import Settings, parse_currency_places
+
+log = logging.getLogger("calo_assets")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = Settings()
+    p = argparse.ArgumentParser(
+        prog="calo-logs-analyzer",
+        description="Parse balance-sync Lambda logs into an auditable ledger with checks and reports.")
+    p.add_argument("log_dir", nargs="?", help="folder containing log files (plain or gzipped, searched recursively)")
+    p.add_argument("--log_dir", "--log-dir", dest="log_dir_opt", metavar="LOG_DIR", help="same as the positional LOG_DIR")
+    p.add_argument("--out", default="./out", help="output folder, created if missing (default: ./out)")
+    p.add_argument("--raw-csv", action="store_true", help="also export raw_parsed.csv")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="logging level (default: INFO)")
+    p.add_argument("--tolerance", default=str(d.tolerance),
+                   help=f"absolute tolerance when comparing balances, after rounding (default: {d.tolerance})")
+    p.add_argument("--decimals", type=int, default=d.default_places,
+                   help=f"decimal places for currencies without their own (default: {d.default_places})")
+    p.add_argument("--currency-decimals", default="", metavar="CUR=N,...",
+                   help="places per currency, e.g. KWD=3,OMR=3 (defaults: "
+                        + ", ".join(f"{k}={v}" for k, v in sorted(d.currency_places.items())) + ")")
+    p.add_argument("--excel-columns", default=d.excel_columns,
+                   help="Ledger sheet columns: 'accounting', 'full' or a JSON file listing column names")
+    p.add_argument("--mad-threshold", default=str(d.mad_threshold),
+                   help=f"robust z-score above which an amount is a MADSpike (default: {d.mad_threshold})")
+    p.add_argument("--rapid-window", type=int, default=d.rapid_window_seconds, metavar="SECONDS",
+                   help=f"window for RapidManualDeduction (default: {d.rapid_window_seconds})")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def settings_from_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> Settings:
+    """Turn flags into Settings, refusing bad values with a message instead of a traceback."""
+    def decimal(text: str, flag: str) -> Decimal:
+        try:
+            value = Decimal(text)
+        except InvalidOperation:
+            p.error(f"{flag} must be a number, got {text!r}")
+        if not value.is_finite() or value < 0:
+            p.error(f"{flag} must be zero or more, got {text!r}")
+        return value
+
+    if not 0 <= args.decimals <= 10:
+        p.error(f"--decimals must be between 0 and 10, got {args.decimals}")
+    if args.rapid_window <= 0:
+        p.error(f"--rapid-window must be positive, got {args.rapid_window}")
+    try:
+        places = parse_currency_places(args.currency_decimals)
+    except ValueError as exc:
+        p.error(f"--currency-decimals: {exc}")
+    settings = Settings(tolerance=decimal(args.tolerance, "--tolerance"), default_places=args.decimals,
+                        excel_columns=args.excel_columns, mad_threshold=decimal(args.mad_threshold, "--mad-threshold"),
+                        rapid_window_seconds=args.rapid_window).with_currency_places(places)
+    from calo_assets.reports import ledger_columns
+
+    try:
+        ledger_columns(settings.excel_columns)
+    except ValueError as exc:
+        p.error(f"--excel-columns: {exc}")
+    return settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
+    args = p.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(message)s", stream=sys.stderr)
+    raw_dir = args.log_dir_opt or args.log_dir
+    if not raw_dir:
+        p.error("LOG_DIR is required (positional or --log_dir)")
+    settings = settings_from_args(p, args)
+    log_dir, out = Path(raw_dir), Path(args.out)
+    if not log_dir.is_dir():
+        print(f"error: LOG_DIR {log_dir} does not exist or is not a folder", file=sys.stderr)
+        return 2
+    problem = _unwritable(out)
+    if problem:
+        print(f"error: cannot write to --out {out}: {problem}", file=sys.stderr)
+        return 4
+    parsed = read_logs(log_dir, settings.limits, progress=_progress_bar() if sys.stderr.isatty() else None)
+    if not (parsed.files["status"] == "read").any():
+        print(f"error: no log file found in {log_dir} "
+              f"({parsed.files.height} file(s) looked at, none held log records)", file=sys.stderr)
+        return 3
+    _report_bad_input(parsed)
+    analysis = analyze(parsed, settings, str(log_dir))
+    from calo_assets.outputs import write_all
+
+    written = write_all(analysis, out, raw_csv=args.raw_csv)
+    print(closing_screen(analysis, written))
+    return 0
+
+
+def _unwritable(out: Path) -> str | None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def _progress_bar():
+    """A one-line progress display on a terminal: files read so far and the current file."""
+    def show(done: int, total: int, name: str) -> None:
+        width = 30
+        filled = width * done // max(total, 1)
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} files  {name[-40:]:<40}")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+    return show
+
+
+def _report_bad_input(parsed) -> None:
+    """Each file or block that could not be used, by file and line, so a person can act on it."""
+    for row in parsed.files.filter(parsed.files["status"].is_in(["refused"]) | parsed.files["truncated"]).iter_rows(named=True):
+        log.warning("%s: %s", row["path"], row["reason"] or row["status"])
+    for row in parsed.rejects.iter_rows(named=True):
+        log.warning("%s:%s: %s", row["sourceFile"], row["line"], row["reason"])
+
+
+def closing_screen(a: Analysis, written: dict[str, Path]) -> str:
+    s = a.summary
+    lines = [f"Calo Balance Analytics {a.version}: {s['transactions']:,} transactions, {s['users']:,} users, "
+             f"{s['rejects']:,} rejects, {s['sync_errors']:,} sync errors",
+             f"files: {s['files']['read']} read, {s['files']['skipped']} skipped, "
+             f"{s['files']['truncated']} truncated, {s['files']['refused']} refused, {s['files']['duplicate']} duplicate",
+             "", f"{'currency':<9}{'transactions':>13}{'users':>7}{'debit':>18}{'credit':>18}{'net':>18}"]
+    for cur, c in s["currencies"].items():
+        lines.append(f"{cur:<9}{c['transactions']:>13,}{c['users']:>7,}{c['debit']:>18}{c['credit']:>18}{c['net']:>18}")
+    lines += ["", "checks: " + ", ".join(f"{k} {v}" for k, v in s["checks"].items()),
+              "outcomes: " + ", ".join(f"{k} {v}" for k, v in s["outcomes"].items()),
+              "anomalies: " + (", ".join(f"{k} {v}" for k, v in s["anomalies"].items()) or "none"), ""]
+    lines += [f"wrote {path}" for path in written.values()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Build small balance-sync logs in the real text format, for tests.
+
+`tx(...)` renders a `Start syncing the balance` block the way Node prints it;
+`invocation(...)` wraps messages in START/END/REPORT; `write_log` puts records
+in a file (gzip or plain) with the blank line CloudWatch puts after each record.
+"""
+
+from __future__ import annotations
+
+import gzip
+from datetime import datetime, timedelta
+from itertools import count
+from pathlib import Path
+
+BASE = datetime(2024, 1, 10, 8, 0, 0)
+_ids = count(1)
+
+
+def ts(offset_ms: int = 0) -> str:
+    moment = BASE + timedelta(milliseconds=offset_ms)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def app(offset_ms: int, request_id: str, message: str, level: str = "INFO") -> str:
+    stamp = ts(offset_ms)
+    return f"{stamp} {stamp}\t{request_id}\t{level}\t{message}"
+
+
+def inspect_object(fields: dict, indent: int = 2) -> str:
+    """A dict printed like Node's util.inspect: unquoted keys, single quotes, nested indentation."""
+    pad = " " * indent
+    lines = []
+    for i, (key, value) in enumerate(fields.items()):
+        comma = "," if i < len(fields) - 1 else ""
+        if isinstance(value, dict):
+            lines.append(f"{pad}{key}: {inspect_object(value, indent + 2)}{comma}")
+        elif isinstance(value, str) and not value.startswith("RAW:"):
+            quoted = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+            lines.append(f"{pad}{key}: {quoted}{comma}")
+        else:
+            text = value[4:] if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+            lines.append(f"{pad}{key}: {text}{comma}")
+    return "{\n" + "\n".join(lines) + "\n" + " " * (indent - 2) + "}"
+
+
+def tx(user: str = "user-1", amount="8", vat="0", old="24.4", new="16.4", type_="DEBIT", currency="BHD",
+       payment=None, source="MANUAL_DEDUCTION", action="DELIVERY_DEDUCTION", tx_id: str | None = None,
+       old_shape: bool = False) -> dict:
+    """Transaction fields; numbers are given as text so they print exactly as logged ("RAW:" = verbatim)."""
+    tx_id = tx_id or f"01TEST{next(_ids):020d}"
+    if old_shape:
+        fields = {"id": tx_id, "userId": user, "currency": currency, "amount": f"RAW:{amount}",
+                  "vat": f"RAW:{vat}", "oldBalance": f"RAW:{old}", "newBalance": f"RAW:{new}"}
+    else:
+        fields = {"id": tx_id, "type": type_, "source": source, "action": action, "userId": user,
+                  "paymentBalance": f"RAW:{payment if payment is not None else new}", "updatePaymentBalance": True,
+                  "metadata": '{"walletId":"wallet#x"}', "currency": currency, "amount": f"RAW:{amount}",
+                  "vat": f"RAW:{vat}", "oldBalance": f"RAW:{old}", "newBalance": f"RAW:{new}"}
+        if new is None:
+            del fields["newBalance"]
+    return fields
+
+
+def start_syncing(fields: dict) -> str:
+    return "Start syncing the balance " + inspect_object({"transaction": fields})
+
+
+def message(at_ms: int, request_id: str, fields: dict | None, outcome: str = "applied",
+            message_id: str | None = None) -> list[str]:
+    """One SQS message: `Processing message`, its block, and what the Lambda logged after it."""
+    message_id = message_id or f"msg-{next(_ids)}"
+    records = [app(at_ms, request_id, f"Processing message {message_id}")]
+    if fields is not None:
+        records.append(app(at_ms + 1, request_id, start_syncing(fields)))
+    follow = {
+        "applied": "SubscriptionBalanceUpdated event published",
+        "already_synced": "Skipping the process, balance is already synced from other listeners",
+        "failed": "An error occured while syncing the balance TypeError: Cannot read properties of undefined\n"
+                  "    at sync (/var/task/index.js:1:1)",
+    }.get(outcome)
+    if follow:
+        records.append(app(at_ms + 2, request_id, follow, "ERROR" if outcome == "failed" else "INFO"))
+    elif outcome == "refused" and fields is not None:
+        refusal = inspect_object({"message": "Subscriber will have a negative balance due to this action, "
+                                             "the process will terminate.",
+                                  "data": {"userId": fields["userId"], "currentBalance": 1,
+                                           "transactionId": fields["id"]}})
+        records.append(app(at_ms + 2, request_id, refusal))
+    return records
+
+
+def invocation(at_ms: int, request_id: str, messages: list[list[str]]) -> list[str]:
+    records = [f"{ts(at_ms)} START RequestId: {request_id} Version: $LATEST"]
+    for m in messages:
+        records += m
+    end = at_ms + 50
+    records += [f"{ts(end)} END RequestId: {request_id}",
+                f"{ts(end)} REPORT RequestId: {request_id}\tDuration: 12.50 ms\tBilled Duration: 13 ms\t"
+                f"Memory Size: 1024 MB\tMax Memory Used: 99 MB\t\nXRAY TraceId: 1-abc\tSegmentId: def\tSampled: true\t"]
+    return records
+
+
+def write_log(path: Path, records: list[str], compress: bool = True) -> Path:
+    """Write records as CloudWatch exports them: each followed by a blank line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = "".join(r + "\n\n" for r in records).encode()
+    path.write_bytes(gzip.compress(data, mtime=0) if compress else data)
+    return path
+
+
+def simple_log(folder: Path, transactions: list[dict], name: str = "2024-01-10-[$LATEST]abc/000000.gz",
+               outcome: str = "applied") -> Path:
+    """One file, one invocation per transaction, one second apart."""
+    records = []
+    for i, fields in enumerate(transactions):
+        records += invocation(i * 1000, f"req-{i}-{fields['id'][-6:]}", [message(i * 1000 + 5, f"req-{i}-{fields['id'][-6:]}", fields, outcome)])
+    return write_log(folder / name, records, compress=name.endswith(".gz"))
