@@ -1,0 +1,195 @@
+"""Hand-worked ledger checks, at their boundaries, and a property test over random chains."""
+
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal as D
+
+import polars as pl
+from hypothesis import given, settings as hsettings, strategies as st
+
+from calo_assets.events import EVENT_SCHEMA, TRANSACTION_SCHEMA, _with_times
+from calo_assets.ledger import build_ledger
+from calo_assets.money import round_money
+from calo_assets.settings import Settings
+
+T0 = datetime(2024, 1, 10, 8, 0, tzinfo=timezone.utc)
+NO_ERRORS = pl.DataFrame(schema=EVENT_SCHEMA).with_columns(pl.col("timestamp").cast(pl.Datetime("ms", "UTC")))
+
+
+def row(i=0, user="u1", type_="DEBIT", amount="8", vat="0", old="24.4", new="16.4", pay="same",
+        currency="BHD", outcome="applied", shape="typed", tx_id=None, source="MANUAL_DEDUCTION"):
+    dec = lambda v: None if v is None else D(v)  # noqa: E731
+    return {"id": tx_id or f"T{i:04d}", "userId": user, "currency": currency, "type": type_ if shape == "typed" else None,
+            "source": source, "action": "DELIVERY_DEDUCTION", "amount": D(amount), "vat": dec(vat), "oldBalance": D(old),
+            "newBalance": dec(new), "paymentBalance": dec(new if pay == "same" else pay) if shape == "typed" else None,
+            "shape": shape, "outcome": outcome, "sourceFile": "f.log", "line": 10 + i, "endLine": 20 + i,
+            "requestId": f"r{i}", "messageId": f"m{i}", "jsonMerged": False,
+            "timestamp": (T0 + timedelta(seconds=90 * i)).strftime("%Y-%m-%dT%H:%M:%S.000Z")}
+
+
+def ledger(rows, settings=None):
+    frame = _with_times(pl.DataFrame(rows, schema=TRANSACTION_SCHEMA))
+    return build_ledger(frame, NO_ERRORS, settings or Settings())
+
+
+def test_expected_balance_is_worked_out_in_words():
+    r = ledger([row()]).row(0, named=True)
+    assert r["expectedNewBalance"] == D("16.4") and not r["balanceMismatch"]
+    assert r["balanceExplanation"] == "expected 16.4000 = 24.4000 - (8.0000 - 0.0000), logged 16.4000"
+
+
+def test_credit_with_vat():
+    r = ledger([row(type_="CREDIT", currency="SAR", amount="57.5", vat="7.5", old="1700", new="1750")]).row(0, named=True)
+    assert r["expectedNewBalance"] == D("1750.000") and not r["balanceMismatch"]
+
+
+def test_mismatch_beyond_tolerance_suggests_the_adjustment():
+    r = ledger([row(new="16.3")]).row(0, named=True)
+    assert r["balanceMismatch"] and r["suggestedAdjustment"] == D("0.1")
+    assert "off by +0.1000, beyond the tolerance 0.005" in r["balanceExplanation"]
+
+
+def test_exactly_at_tolerance_is_not_a_mismatch_and_just_past_it_is():
+    at, past = ledger([row(new="16.395"), row(i=1, user="u2", new="16.3949")]).sort("userId").iter_rows(named=True)
+    assert not at["balanceMismatch"] and at["suggestedAdjustment"] == 0
+    assert past["balanceMismatch"] and past["suggestedAdjustment"] == D("0.0051")
+
+
+def test_half_up_rounding_at_three_places():
+    assert round_money(D("0.0005"), 3) == D("0.001")
+    assert round_money(D("-0.0005"), 3) == D("-0.001")
+    assert round_money(D("2.0045"), 3) == D("2.005")  # half-even would give 2.004
+    r = ledger([row(currency="SAR", amount="1", old="10.0005", new="9.001")]).row(0, named=True)
+    assert r["expectedNewBalance"] == D("9.001") and not r["balanceMismatch"]
+
+
+def test_currency_places_can_be_overridden():
+    s = Settings().with_currency_places({"KWD": 3})
+    r = ledger([row(currency="KWD", amount="1.2345", old="10", new="8.766")], s).row(0, named=True)
+    assert r["places"] == 3 and r["expectedNewBalance"] == D("8.766") and not r["balanceMismatch"]
+
+
+def test_old_shape_direction_is_inferred_and_said():
+    up, down = ledger([row(shape="old", amount="11", vat="1", old="453", new="463"),
+                       row(i=1, user="u2", shape="old", old="24.4", new="16.4")]).sort("userId").iter_rows(named=True)
+    assert (up["type"], up["typeInferred"]) == ("CREDIT", True) and "CREDIT inferred" in up["balanceExplanation"]
+    assert (down["type"], down["typeInferred"]) == ("DEBIT", True) and not down["balanceMismatch"]
+
+
+def test_missing_new_balance_is_filled_for_continuity():
+    first, second = ledger([row(new=None), row(i=1, old="16.4", new="8.4")]).iter_rows(named=True)
+    assert first["newBalanceMissing"] and first["newBalanceFilled"] == D("16.4") and not first["balanceMismatch"]
+    assert "filled with the expected value" in first["balanceExplanation"]
+    assert not second["continuityBreak"]
+
+
+def test_continuity_break_names_what_it_follows_and_the_jump():
+    a, b = ledger([row(), row(i=1, old="20", new="12")]).iter_rows(named=True)
+    assert not a["continuityBreak"] and b["continuityBreak"]
+    assert b["continuityFollows"] == "T0000" and b["continuityDelta"] == D("3.6")
+    assert b["continuityReason"] == ("oldBalance 20.0000 but the previous applied transaction T0000 left 16.4000: "
+                                     "a jump of +3.6000")
+
+
+def test_repeats_and_refusals_stay_in_the_ledger_but_are_not_links():
+    rows = [row(), row(i=1, old="24.4", new="16.4", outcome="already_synced"),
+            row(i=2, old="16.4", new="-100", amount="116.4", outcome="refused"), row(i=3, old="16.4", new="8.4")]
+    out = ledger(rows).to_dicts()
+    assert [r["chainLink"] for r in out] == [True, False, False, True]
+    assert not any(r["continuityBreak"] for r in out)
+    assert out[3]["continuityFollows"] == "T0000"
+    assert "repeat delivery" in out[1]["continuityReason"]
+
+
+def test_overdraft_reasons_and_attempted_overdrafts():
+    rows = [row(old="5", amount="8", new="5", outcome="applied"),            # expected<0 only
+            row(i=1, user="u2", type_="CREDIT", old="-20", amount="8", new="-12"),  # both
+            row(i=2, user="u3", old="5", amount="8", new="-3", outcome="refused")]
+    out = {r["userId"]: r for r in ledger(rows).to_dicts()}
+    assert out["u1"]["overdraftReason"] == "expected<0" and not out["u1"]["attemptedOverdraft"]
+    assert out["u2"]["overdraftReason"] == "both"
+    assert out["u3"]["attemptedOverdraft"] and "subscription balance did not move" in out["u3"]["overdraftExplanation"]
+
+
+def test_actual_below_zero_alone():
+    r = ledger([row(type_="CREDIT", old="-20", amount="30", new="-1")]).row(0, named=True)
+    assert r["overdraftReason"] == "actual<0" and r["balanceMismatch"]
+
+
+def test_negative_amounts_follow_the_same_formula():
+    r = ledger([row(amount="-8", old="10", new="18")]).row(0, named=True)
+    assert r["expectedNewBalance"] == D("18") and not r["balanceMismatch"]
+
+
+def test_payment_balance_sync_and_its_chain():
+    rows = [row(pay="16.4"), row(i=1, old="16.4", new="8.4", pay="9.4"), row(i=2, old="8.4", new="0.4", pay="-1")]
+    out = ledger(rows).to_dicts()
+    assert [r["inSync"] for r in out] == [True, False, False]
+    assert "differs from newBalance 8.4000 by +1.0000" in out[1]["syncExplanation"]
+    assert [r["paymentChainBreak"] for r in out] == [False, True, True]
+    assert out[2]["paymentBalanceNegative"]
+
+
+# -- property: clean chains raise no flag; one injected fault raises exactly its flag --------------------
+
+amounts = st.decimals(min_value=D("0.001"), max_value=D("500"), places=3)
+
+
+@st.composite
+def chains(draw):
+    n = draw(st.integers(min_value=1, max_value=12))
+    balance = draw(st.decimals(min_value=D("1000"), max_value=D("5000"), places=3))
+    rows = []
+    for i in range(n):
+        kind = draw(st.sampled_from(["DEBIT", "CREDIT"]))
+        amount = draw(amounts)
+        vat = round_money(amount * D("0.1") / D("1.1"), 3)
+        new = balance - (amount - vat) if kind == "DEBIT" else balance + (amount - vat)
+        rows.append(row(i=i, type_=kind, amount=str(amount), vat=str(vat), old=str(balance), new=str(new),
+                        currency="SAR"))
+        balance = new
+    return rows
+
+
+FLAGS = ["balanceMismatch", "continuityBreak", "overdraft", "paymentBalanceNegative", "paymentChainBreak"]
+
+
+def flags(out):
+    return {f: [r["id"] for r in out if r[f]] for f in FLAGS} | {"inSync": [r["id"] for r in out if r["inSync"] is False]}
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(chains())
+def test_a_valid_chain_raises_no_flag(rows):
+    assert all(not v for v in flags(ledger(rows).to_dicts()).values())
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(chains(), st.data())
+def test_an_injected_mismatch_is_found_and_only_it(rows, data):
+    i = data.draw(st.integers(min_value=0, max_value=len(rows) - 1))
+    bump = data.draw(st.decimals(min_value=D("0.006"), max_value=D("50"), places=3))
+    rows[i] = rows[i] | {"newBalance": rows[i]["newBalance"] + bump, "paymentBalance": rows[i]["newBalance"] + bump}
+    for k in range(i + 1, len(rows)):  # later rows start from what was logged: only row i's arithmetic is off
+        rows[k] = rows[k] | {"oldBalance": rows[k]["oldBalance"] + bump, "newBalance": rows[k]["newBalance"] + bump,
+                             "paymentBalance": rows[k]["newBalance"] + bump}
+    out = ledger(rows).to_dicts()
+    found = flags(out)
+    assert found["balanceMismatch"] == [rows[i]["id"]]
+    assert not found["continuityBreak"] and not found["overdraft"] and not found["inSync"]
+    assert found["paymentChainBreak"] == ([rows[i]["id"]] if i else [])  # the wallet moved by more than the amount
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(chains(), st.data())
+def test_an_injected_jump_is_a_single_continuity_break(rows, data):
+    if len(rows) < 2:
+        return
+    i = data.draw(st.integers(min_value=1, max_value=len(rows) - 1))
+    jump = data.draw(st.decimals(min_value=D("0.006"), max_value=D("50"), places=3))
+    for k in range(i, len(rows)):  # everything from row i on is shifted: one jump, then a clean chain
+        rows[k] = rows[k] | {"oldBalance": rows[k]["oldBalance"] + jump, "newBalance": rows[k]["newBalance"] + jump,
+                             "paymentBalance": rows[k]["newBalance"] + jump}
+    found = flags(ledger(rows).to_dicts())
+    assert found["continuityBreak"] == [rows[i]["id"]]
+    assert not found["balanceMismatch"] and not found["overdraft"]
