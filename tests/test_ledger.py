@@ -1,36 +1,12 @@
 """Hand-worked ledger checks, at their boundaries, and a property test over random chains."""
 
-from dataclasses import replace
-from datetime import datetime, timedelta, timezone
 from decimal import Decimal as D
 
-import polars as pl
 from hypothesis import given, settings as hsettings, strategies as st
 
-from calo_assets.events import EVENT_SCHEMA, TRANSACTION_SCHEMA, _with_times
-from calo_assets.ledger import build_ledger
 from calo_assets.money import round_money
 from calo_assets.settings import Settings
-
-T0 = datetime(2024, 1, 10, 8, 0, tzinfo=timezone.utc)
-NO_ERRORS = pl.DataFrame(schema=EVENT_SCHEMA).with_columns(pl.col("timestamp").cast(pl.Datetime("ms", "UTC")))
-
-
-def row(i=0, user="u1", type_="DEBIT", amount="8", vat="0", old="24.4", new="16.4", pay="same",
-        currency="BHD", outcome="applied", shape="typed", tx_id=None, source="MANUAL_DEDUCTION"):
-    dec = lambda v: None if v is None else D(v)  # noqa: E731
-    return {"id": tx_id or f"T{i:04d}", "userId": user, "currency": currency, "type": type_ if shape == "typed" else None,
-            "source": source, "action": "DELIVERY_DEDUCTION", "amount": D(amount), "vat": dec(vat), "oldBalance": D(old),
-            "newBalance": dec(new), "paymentBalance": dec(new if pay == "same" else pay) if shape == "typed" else None,
-            "shape": shape, "outcome": outcome, "sourceFile": "f.log", "line": 10 + i, "endLine": 20 + i,
-            "requestId": f"r{i}", "messageId": f"m{i}", "jsonMerged": False,
-            "timestamp": (T0 + timedelta(seconds=90 * i)).strftime("%Y-%m-%dT%H:%M:%S.000Z")}
-
-
-def ledger(rows, settings=None):
-    frame = _with_times(pl.DataFrame(rows, schema=TRANSACTION_SCHEMA))
-    return build_ledger(frame, NO_ERRORS, settings or Settings())
-
+from tests.frames import ledger, row
 
 def test_expected_balance_is_worked_out_in_words():
     r = ledger([row()]).row(0, named=True)
