@@ -75,6 +75,7 @@ FILE_SCHEMA = {
     "gzip": pl.Boolean, "truncated": pl.Boolean, "lines": pl.Int64, "decompressedBytes": pl.Int64,
     "invalidUtf8": pl.Int64, "longLines": pl.Int64, "records": pl.Int64, "transactionBlocks": pl.Int64,
 }
+COUNT_SCHEMA = {"sourceFile": pl.String, "kind": pl.String, "count": pl.Int64}
 EXCERPT = 300
 
 
@@ -86,7 +87,7 @@ class ParsedLogs:
     events: pl.DataFrame
     rejects: pl.DataFrame
     files: pl.DataFrame
-    record_counts: pl.DataFrame  # kind, count: records read before duplicates collapsed
+    record_counts: pl.DataFrame  # sourceFile, kind, count: the records each file holds
     duplicates: pl.DataFrame = field(default_factory=lambda: pl.DataFrame({"table": [], "collapsed": []},
                                                                             schema={"table": pl.String, "collapsed": pl.Int64}))
 
@@ -100,6 +101,11 @@ class ParsedLogs:
     @property
     def sync_errors(self) -> pl.DataFrame:
         return self.events.filter(pl.col("kind") == "sync_error")
+
+    def records_by_kind(self) -> dict[str, int]:
+        """How many records of each kind the distinct files hold (a duplicate file counts once)."""
+        totals = self.record_counts.group_by("kind").agg(pl.col("count").sum()).sort("kind")
+        return dict(zip(totals["kind"], totals["count"]))
 
     def reconciliation(self) -> dict[str, int]:
         """Transaction blocks seen = transactions + rejected blocks + duplicates collapsed."""
@@ -182,13 +188,13 @@ class _Sink:
         self.events: list[dict] = []
         self.rejects: list[dict] = []
         self.files: list[tuple[FileReport, int, int]] = []
-        self.counts: Counter[str] = Counter()
+        self.counts: list[tuple[str, str, int]] = []
 
     def commit(self, part: _FileParse, report: FileReport) -> None:
         self.transactions += part.transactions
         self.events += part.events
         self.rejects += part.rejects
-        self.counts.update(part.counts)
+        self.counts += [(report.path, kind, n) for kind, n in sorted(part.counts.items())]
         self.files.append((report, part.records, part.blocks))
 
     def finish(self) -> ParsedLogs:
@@ -200,14 +206,13 @@ class _Sink:
              for r, records, blocks in self.files],
             schema=FILE_SCHEMA,
         )
-        counts = pl.DataFrame({"kind": list(self.counts), "count": list(self.counts.values())},
-                              schema={"kind": pl.String, "count": pl.Int64})
+        counts = pl.DataFrame(self.counts, schema=COUNT_SCHEMA, orient="row")
         parsed = ParsedLogs(
             transactions=_with_times(pl.DataFrame(self.transactions, schema=TRANSACTION_SCHEMA)),
             events=_with_times(pl.DataFrame(self.events, schema=EVENT_SCHEMA)),
             rejects=_with_times(pl.DataFrame(self.rejects, schema=REJECT_SCHEMA)),
             files=files,
-            record_counts=counts.sort("kind"),
+            record_counts=counts,
         )
         return combine([parsed])
 
@@ -552,8 +557,8 @@ def combine(parts: list[ParsedLogs]) -> ParsedLogs:
         collapsed[name] = collapsed.get(name, 0) + frame.height - unique.height
     duplicates = pl.DataFrame({"table": list(collapsed), "collapsed": list(collapsed.values())},
                               schema={"table": pl.String, "collapsed": pl.Int64}).sort("table")
-    read_counts = tables["record_counts"].group_by("kind").agg(pl.col("count").sum()).sort("kind")
-    return ParsedLogs(files=files, record_counts=read_counts, duplicates=duplicates, **kept)
+    counts = tables["record_counts"].filter(~pl.col("sourceFile").is_in(repeated_files.implode()))
+    return ParsedLogs(files=files, record_counts=counts, duplicates=duplicates, **kept)
 
 
 DEDUPE_KEYS = {

@@ -162,7 +162,10 @@ def _chain(rows: list[dict], tx: pl.DataFrame, s: Settings) -> None:
 def _payment_chain(out: dict, tx_id: str, user: str, outcome: str, pay, last_pay: dict, s: Settings) -> None:
     """The wallet side: previous paymentBalance +/- (amount - vat) should give this one."""
     out.update(paymentChainBreak=False, paymentChainExpected=None, paymentChainReason="")
-    if pay is None or outcome == "already_synced":
+    if outcome == "already_synced":
+        return
+    if pay is None:  # a move without a logged wallet balance: the chain cannot be carried across it
+        last_pay.pop(user, None)
         return
     p = out["places"]
     pay = round_money(pay, p)

@@ -48,7 +48,7 @@ def build_summary(parsed: ParsedLogs, ledger: pl.DataFrame, anomalies: pl.DataFr
         "checks": checks,
         "anomalies": {name: int(kinds[name]) for name in sorted(kinds)},
         "reconciliation": parsed.reconciliation(),
-        "records": dict(zip(parsed.record_counts["kind"], parsed.record_counts["count"])),
+        "records": parsed.records_by_kind(),
         "duplicates_collapsed": dict(zip(parsed.duplicates["table"], parsed.duplicates["collapsed"])),
         "settings": {
             "tolerance": str(settings.tolerance),
