@@ -261,10 +261,12 @@ def _calendar(ledger: pl.DataFrame, s: Settings) -> list[dict]:
 def _refusals_without_block(events: pl.DataFrame, ledger: pl.DataFrame) -> list[dict]:
     """Refusals that name a transaction no block in the logs holds: nothing else would show them."""
     known = set(ledger["id"].to_list())
+    currency_of = dict(zip(ledger["userId"], ledger["currency"]))
     out = []
     for e in events.filter(pl.col("kind") == "refusal").iter_rows(named=True):
         if e["transactionId"] not in known:
-            row = {"id": e["transactionId"], "userId": e["userId"], "currency": None, "timestamp": e["timestamp"],
+            row = {"id": e["transactionId"], "userId": e["userId"], "currency": currency_of.get(e["userId"]),
+                   "timestamp": e["timestamp"],
                    "sourceFile": e["sourceFile"], "line": e["line"]}
             out.append(_finding("RefusedDebit", row, "the Lambda refused a debit (balance would go negative; "
                                                      f"current balance {_plain(e['currentBalance'])}) whose transaction "

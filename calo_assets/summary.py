@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import polars as pl
 
+from calo_assets.anomalies import ANOMALY_TYPES
 from calo_assets.events import OUTCOMES, ParsedLogs
 from calo_assets.money import fmt
 from calo_assets.settings import Settings
@@ -31,6 +32,9 @@ def build_summary(parsed: ParsedLogs, ledger: pl.DataFrame, anomalies: pl.DataFr
     checks = {key: int(ledger[col].sum() or 0) for key, col in CHECKS.items()}
     checks["out_of_sync"] = int((ledger["inSync"] == False).sum() or 0)  # noqa: E712 - null means not logged
     kinds = dict(zip(*anomalies.group_by("type").len().to_dict(as_series=False).values()))
+    refusals = parsed.events.filter(pl.col("kind") == "refusal")
+    checks["refused_debits"] = refusals.height
+    checks["refusals_without_block"] = refusals.filter(~pl.col("transactionId").is_in(ledger["id"].implode())).height
     return {
         "transactions": ledger.height,
         "users": ledger["userId"].n_unique(),
@@ -46,7 +50,7 @@ def build_summary(parsed: ParsedLogs, ledger: pl.DataFrame, anomalies: pl.DataFr
         "currencies": currency_totals(ledger, settings),
         "outcomes": {name: int(outcomes.get(name, 0)) for name in OUTCOMES},
         "checks": checks,
-        "anomalies": {name: int(kinds[name]) for name in sorted(kinds)},
+        "anomalies": {name: int(kinds.get(name, 0)) for name in sorted(ANOMALY_TYPES)},
         "reconciliation": parsed.reconciliation(),
         "records": parsed.records_by_kind(),
         "duplicates_collapsed": dict(zip(parsed.duplicates["table"], parsed.duplicates["collapsed"])),

@@ -38,7 +38,7 @@ def inspect_object(fields: dict, indent: int = 2) -> str:
             quoted = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
             lines.append(f"{pad}{key}: {quoted}{comma}")
         else:
-            text = value[4:] if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+            text = value[4:] if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else value
             lines.append(f"{pad}{key}: {text}{comma}")
     return "{\n" + "\n".join(lines) + "\n" + " " * (indent - 2) + "}"
 
@@ -113,5 +113,41 @@ def simple_log(folder: Path, transactions: list[dict], name: str = "2024-01-10-[
     """One file, one invocation per transaction, one second apart."""
     records = []
     for i, fields in enumerate(transactions):
-        records += invocation(i * 1000, f"req-{i}-{fields['id'][-6:]}", [message(i * 1000 + 5, f"req-{i}-{fields['id'][-6:]}", fields, outcome)])
+        request = f"req-{i}-{fields['id'][-6:]}"
+        records += invocation(i * 1000, request, [message(i * 1000 + 5, request, fields, outcome)])
     return write_log(folder / name, records, compress=name.endswith(".gz"))
+
+
+#: Log text that must stay text in every report (the reports' tests look for it).
+SCRIPT_ACTION = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
+SCRIPT_USER = '<img src=x onerror="window.__pwned=3">'
+FORMULA_ACTION = '=HYPERLINK("http://example.invalid","click")'
+CONTROL_ACTION = "BELL\x07ACTION"
+
+
+def report_drop(folder: Path) -> Path:
+    """One file touching every report section: three currencies, a mismatch, a refused overdraft,
+    a refusal with no block, a sync error, float noise, and hostile text in log fields."""
+    rows = [
+        tx(user="u-bhd", amount="8", old="24.4", new="16.4"),
+        tx(user="u-bhd", amount="60.181000000000004", old="16.4", new="-43.781", action=FORMULA_ACTION),
+        tx(user="u-sar", amount="57.5", vat="7.5", old="1700", new="1650", currency="SAR", action=CONTROL_ACTION),
+        tx(user=SCRIPT_USER, amount="10", old="100", new="95", currency="SAR", action=SCRIPT_ACTION),  # mismatch
+        tx(user="u-aed", amount="5", old="20", new="15", currency="AED"),
+        tx(user="u-aed", amount="40", old="10", new="50", type_="CREDIT", source="PAYMENT",
+           action="RENEW_SUBSCRIPTION", currency="AED"),  # continuity break
+    ]
+    records = []
+    for i, fields in enumerate(rows):
+        records += invocation(i * 1000, f"req-{i}", [message(i * 1000 + 5, f"req-{i}", fields,
+                                                             "refused" if i == 1 else "applied")])
+    synced = message(9005, "req-sync", tx(user="u-aed", amount="1", old="50", new="49", currency="AED", payment="48"))
+    not_in_sync = app(9007, "req-sync", "Subscription balance and payment balance are not in sync " + inspect_object(
+        {"userId": "u-aed", "subscriptionBalance": "RAW:49", "paymentBalance": "RAW:48"}), "ERROR")
+    records += invocation(9000, "req-sync", [synced[:2] + [not_in_sync] + synced[2:]])
+    refusal = inspect_object({"message": "Subscriber will have a negative balance due to this action, the process "
+                                         "will terminate.",
+                              "data": {"userId": "u-bhd", "currentBalance": "RAW:2.5", "transactionId": "01NOBLOCK"}})
+    records += invocation(12000, "req-ref", [[app(12005, "req-ref", "Processing message m-ref"),
+                                              app(12006, "req-ref", refusal)]])
+    return write_log(folder / "2024-01-10-[$LATEST]abc/000000.gz", records)

@@ -13,6 +13,12 @@ from calo_assets.analysis import Analysis
 from calo_assets.settings import Settings
 from calo_assets.summary import CHECKS
 
+#: The ledger's money columns (Polars Decimal): each is shown beside the row's currency.
+MONEY_COLUMNS = frozenset({
+    "amount", "vat", "netAmount", "oldBalance", "newBalance", "newBalanceFilled", "expectedNewBalance",
+    "balanceDifference", "suggestedAdjustment", "continuityDelta", "paymentBalance",
+    "syncErrorSubscriptionBalance", "paymentChainExpected", "userBalance",
+})
 #: Every ledger check under the summary's name, as a true/false expression over ledger rows.
 CHECK_FLAGS: dict[str, pl.Expr] = {
     **{name: pl.col(column).fill_null(False) for name, column in CHECKS.items()},
@@ -49,15 +55,26 @@ def flagged() -> pl.Expr:
     return pl.any_horizontal(list(CHECK_FLAGS.values()))
 
 
-def places_of(settings: Settings, column: str = "currency") -> pl.Expr:
-    return (pl.col(column).replace_strict(settings.currency_places, default=settings.default_places,
-                                          return_dtype=pl.Int64).alias("places"))
+def reconciles(rec: dict[str, int]) -> bool:
+    """Whether every transaction block seen is a transaction, a rejected block or a collapsed duplicate."""
+    return rec["transactions"] + rec["rejected_blocks"] + rec["duplicate_blocks_collapsed"] == \
+        rec["transaction_blocks_seen"]
+
+
+def places_of(settings: Settings) -> pl.Expr:
+    """The row's currency places, for frames that do not come from the ledger."""
+    return (pl.col("currency").replace_strict(settings.currency_places, default=settings.default_places,
+                                              return_dtype=pl.Int64).alias("places"))
+
+
+def unreconciled() -> pl.Expr:
+    """A balance mismatch or a continuity break: what the Reconciliation sheet is about."""
+    return (pl.col("balanceMismatch") | pl.col("continuityBreak")).fill_null(False)
 
 
 def reconciliation(ledger: pl.DataFrame) -> pl.DataFrame:
     """Every row with the balance and continuity working; mismatches and breaks first."""
-    key = (pl.col("balanceMismatch") | pl.col("continuityBreak")).fill_null(False)
-    return ledger.sort(key, descending=True, maintain_order=True).select(RECONCILIATION_COLUMNS)
+    return ledger.sort(unreconciled(), descending=True, maintain_order=True).select(RECONCILIATION_COLUMNS)
 
 
 def mismatches(ledger: pl.DataFrame) -> pl.DataFrame:
@@ -114,6 +131,8 @@ def by_user(ledger: pl.DataFrame) -> pl.DataFrame:
                  continuityBreaks=CHECK_FLAGS["continuity_break"].sum(),
                  overdrafts=CHECK_FLAGS["overdraft"].sum(),
                  outOfSync=CHECK_FLAGS["out_of_sync"].sum(),
+                 negativePaymentBalance=CHECK_FLAGS["payment_balance_negative"].sum(),
+                 paymentChainBreaks=CHECK_FLAGS["payment_chain_break"].sum(),
                  firstSeen=pl.col("timestamp").min(), lastSeen=pl.col("timestamp").max(),
                  places=pl.col("places").first()))
 
