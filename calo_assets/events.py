@@ -545,7 +545,8 @@ def combine(parts: list[ParsedLogs]) -> ParsedLogs:
         .otherwise(pl.col("reason")).alias("reason"),
     ).drop("original")
     repeated_files = files.filter(pl.col("status") == "duplicate")["path"]
-    collapsed: dict[str, int] = dict(zip(tables["duplicates"]["table"], tables["duplicates"]["collapsed"]))
+    earlier = tables["duplicates"].group_by("table").agg(pl.col("collapsed").sum())  # what each part collapsed
+    collapsed: dict[str, int] = dict(zip(earlier["table"], earlier["collapsed"]))
     kept: dict[str, pl.DataFrame] = {}
     for name, key in DEDUPE_KEYS.items():
         frame = tables[name]

@@ -114,3 +114,16 @@ def test_overlapping_exports_collapse_repeated_records_across_drops(tmp_path):
     merged = combine(parts)
     assert sorted(merged.transactions["id"]) == ["T1", "T2"]
     assert dict(zip(merged.duplicates["table"], merged.duplicates["collapsed"]))["transactions"] == 1
+
+
+def test_collapsed_counts_add_up_over_drops(tmp_path):
+    """Each drop that collapsed duplicates keeps its count when drops are combined."""
+    for drop in ("d1", "d2"):
+        simple_log(tmp_path / drop / "a", [tx(tx_id=f"{drop}-T")])
+        (tmp_path / drop / "b").mkdir()
+        (tmp_path / drop / "b" / "copy.gz").write_bytes(next((tmp_path / drop / "a").rglob("*.gz")).read_bytes())
+    parts = [read_logs(tmp_path / drop) for drop in ("d1", "d2")]
+    merged = combine(parts)
+    assert dict(zip(merged.duplicates["table"], merged.duplicates["collapsed"]))["transactions"] == 2
+    r = merged.reconciliation()
+    assert r["transaction_blocks_seen"] == r["transactions"] + r["duplicate_blocks_collapsed"] == 4
