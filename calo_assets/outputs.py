@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from calo_assets.analysis import Analysis
+from calo_assets.reports import write_reports
 
 SUMMARY_FILE = "summary.json"
 
@@ -30,8 +31,6 @@ def write_summary(analysis: Analysis, path: Path) -> Path:
 
 def write_all(analysis: Analysis, out_dir: Path, raw_csv: bool = False) -> dict[str, Path]:
     """Write every output of `analysis` into `out_dir`; returns {file name: path}."""
-    from calo_assets.reports import write_reports  # rendering pulls in openpyxl/jinja2: only when writing
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {Path(p).name: Path(p) for p in write_reports(analysis, out_dir, raw_csv=raw_csv).values()}

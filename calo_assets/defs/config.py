@@ -5,8 +5,6 @@ service and the tests start from the same numbers. `to_settings` is the one
 conversion to `Settings`; it refuses a bad value with a message naming the field.
 """
 
-from __future__ import annotations
-
 from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 

@@ -1,0 +1,313 @@
+"""The assets, in the order data takes them: drops -> events -> ledger -> findings -> reports.
+
+Each asset calls one function of the domain core and describes its result
+(row counts, a markdown preview, per-currency totals, the files it came from).
+Tables are handed on as Parquet files in the storage folder, not through an IO
+manager: a downstream asset reads what its upstream wrote, by a fixed path.
+
+`raw_log_drops` and `parsed_drop` are partitioned by drop (the set of new files
+the drop sensor saw settle in one tick); everything from `parsed_events` on is
+one table over all drops, rebuilt by declarative automation when a drop lands.
+"""
+
+import json
+import shutil
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import dagster as dg
+import polars as pl
+
+from calo_assets.analysis import Analysis
+from calo_assets.anomalies import detect_anomalies
+from calo_assets.defs.config import AnalysisConfig
+from calo_assets.defs.resources import InboxFolder, ReportsFolder, StorageFolder, drop_key, file_sha256
+from calo_assets.events import ParsedLogs, combine, read_logs
+from calo_assets.ledger import build_ledger
+from calo_assets.outputs import write_all
+from calo_assets.summary import build_summary, currency_totals
+
+drops = dg.DynamicPartitionsDefinition(name="drops")
+
+PREVIEW_ROWS = 20
+CELL_CHARS = 80
+TRANSACTION_PREVIEW = ["timestamp", "userId", "id", "currency", "type", "action", "amount", "vat", "oldBalance",
+                       "newBalance", "outcome", "sourceFile", "line"]
+LEDGER_PREVIEW = ["timestamp", "userId", "id", "currency", "type", "action", "outcome", "amount", "oldBalance",
+                  "newBalance", "expectedNewBalance", "balanceMismatch", "continuityBreak", "overdraft", "inSync",
+                  "sourceFile", "line"]
+SYNC_ERROR_PREVIEW = ["timestamp", "userId", "transactionId", "action", "subscriptionBalance", "paymentBalance",
+                      "currentBalance", "sourceFile", "line"]
+ANOMALY_PREVIEW = ["type", "severity", "userId", "transactionId", "currency", "timestamp", "details", "sourceFile",
+                   "line"]
+FILE_PREVIEW = ["path", "status", "size", "sha256", "records", "transactionBlocks", "reason"]
+
+# -- how results are described ------------------------------------------------------------------
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        text = f"{value.normalize():f}" if value else "0"
+    elif isinstance(value, datetime):
+        text = value.isoformat(timespec="milliseconds")
+    else:
+        text = str(value)
+    text = text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    return text if len(text) <= CELL_CHARS else text[: CELL_CHARS - 1] + "…"
+
+
+def markdown(frame: pl.DataFrame, columns: list[str] | None = None, rows: int = PREVIEW_ROWS) -> dg.MetadataValue:
+    """The first rows of a frame as a markdown table (a preview, not the data)."""
+    cols = [c for c in (columns or frame.columns) if c in frame.columns]
+    if not cols or frame.height == 0:
+        return dg.MetadataValue.md(f"_no rows_ ({', '.join(cols)})" if cols else "_no rows_")
+    lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.select(cols).head(rows).iter_rows()]
+    if frame.height > rows:
+        lines += ["", f"_first {rows} of {frame.height:,} rows_"]
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+def transaction_counts_by_currency(transactions: pl.DataFrame) -> dict[str, dict[str, int]]:
+    counts = (transactions.group_by("currency").agg(pl.len().alias("transactions"),
+                                                    pl.col("userId").n_unique().alias("users"))
+              .sort("currency", nulls_last=True))
+    return {str(row["currency"]): {"transactions": row["transactions"], "users": row["users"]}
+            for row in counts.iter_rows(named=True)}
+
+
+def parsed_metadata(parsed: ParsedLogs) -> dict[str, dg.MetadataValue]:
+    files = parsed.files
+    status = dict(zip(*files.group_by("status").len().sort("status").to_dict(as_series=False).values()))
+    return {
+        "dagster/row_count": dg.MetadataValue.int(parsed.transactions.height),
+        "row_counts": dg.MetadataValue.json({name: frame.height for name, frame in parsed.tables().items()}),
+        "preview": markdown(parsed.transactions, TRANSACTION_PREVIEW),
+        "currency_totals": dg.MetadataValue.json(transaction_counts_by_currency(parsed.transactions)),
+        "source_files": markdown(files, FILE_PREVIEW),
+        "files_by_status": dg.MetadataValue.json({str(k): int(v) for k, v in status.items()}),
+        "reconciliation": dg.MetadataValue.json(parsed.reconciliation()),
+    }
+
+
+# -- drops ---------------------------------------------------------------------------------------
+
+
+class DropFile(dg.Config):
+    path: str
+    size: int
+    sha256: str = ""  # empty for a file listed only to be reported as skipped
+    skip: str = ""  # why the file is not a log (junk by name, empty), or empty
+    duplicate_of: str = ""  # the file (or drop) whose content this one repeats, or empty
+
+
+class DropManifest(dg.Config):
+    """The files of one drop, as the sensor saw them (empty: reuse the drop's stored manifest)."""
+
+    files: list[DropFile] = []
+
+
+MANIFEST = "manifest.json"
+
+
+@dg.asset(partitions_def=drops, group_name="drops", kinds={"file"})
+def raw_log_drops(context: dg.AssetExecutionContext, config: DropManifest, inbox: InboxFolder,
+                  storage: StorageFolder) -> dg.MaterializeResult:
+    """One drop of log files in the inbox: their names, sizes and sha256, fixed at the time of the drop."""
+    key = context.partition_key
+    if config.files:
+        files = [f.model_dump() for f in config.files]
+    elif storage.has("drops", key, "raw"):
+        files = storage.document(("drops", key, "raw"), MANIFEST)["files"]
+    else:
+        raise dg.Failure(f"drop {key} has no file list: drops are registered by the drop sensor")
+    changed = []
+    for f in files:
+        if f["skip"]:
+            continue
+        path = inbox.root / f["path"]
+        now = file_sha256(path) if path.is_file() else ""
+        if now != f["sha256"]:
+            changed.append(f["path"])
+            context.log.warning(f"{f['path']} changed since the sensor saw it ({f['sha256'][:12]} -> "
+                                f"{now[:12] or 'gone'}); this drop is parsed as it is now, a new drop follows")
+    logs = [(f["path"], f["sha256"]) for f in files if not f["skip"]]
+    if drop_key(logs) != key:
+        context.log.warning(f"the files listed do not make drop key {key} (got {drop_key(logs)})")
+    storage.write(("drops", key, "raw"), {}, {MANIFEST: {"drop": key, "files": files}})
+    table = pl.DataFrame(files, schema={"path": pl.String, "size": pl.Int64, "sha256": pl.String, "skip": pl.String,
+                                        "duplicate_of": pl.String})
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": dg.MetadataValue.int(len(logs)),
+        "files": markdown(table, rows=200),
+        "file_count": dg.MetadataValue.int(len(logs)),
+        "skipped_files": dg.MetadataValue.int(len(files) - len(logs)),
+        "bytes": dg.MetadataValue.int(sum(f["size"] for f in files if not f["skip"])),
+        "changed_since_sensor": dg.MetadataValue.json(changed),
+        "inbox": dg.MetadataValue.path(str(inbox.root)),
+    })
+
+
+@dg.asset(partitions_def=drops, group_name="drops", deps=[raw_log_drops], kinds={"polars", "parquet"})
+def parsed_drop(context: dg.AssetExecutionContext, inbox: InboxFolder, storage: StorageFolder) -> dg.MaterializeResult:
+    """The transactions, events and rejects of one drop's files (and nothing else of the inbox)."""
+    key = context.partition_key
+    files = storage.document(("drops", key, "raw"), MANIFEST)["files"]
+    parsed = read_logs(inbox.root, only={f["path"] for f in files})
+    storage.write(("drops", key, "parsed"), parsed.tables())
+    return dg.MaterializeResult(metadata=parsed_metadata(parsed))
+
+
+# -- events over all drops ---------------------------------------------------------------------
+
+
+EAGER = dg.AutomationCondition.eager()
+PARSED_EVENTS = ("parsed_events",)
+DROPS_DOC = "drops.json"
+
+
+@dg.asset(group_name="events", deps=[parsed_drop], automation_condition=EAGER, kinds={"polars", "parquet"})
+def parsed_events(context: dg.AssetExecutionContext, storage: StorageFolder) -> dg.MaterializeResult:
+    """Every parsed drop put together, duplicates collapsed: a file dropped twice counts once."""
+    keys = context.instance.get_dynamic_partitions(drops.name)
+    covered = [k for k in keys if storage.has("drops", k, "parsed")]
+    missing = [k for k in keys if k not in covered]
+    if missing:
+        context.log.warning(f"{len(missing)} drop(s) not parsed yet, left out: {', '.join(missing)}")
+    if not covered:
+        raise dg.Failure("no drop has been parsed yet: put log files in the inbox and let the drop sensor see them")
+    parsed = combine([storage.parsed(("drops", k, "parsed")) for k in covered])
+    storage.write(PARSED_EVENTS, parsed.tables(), {DROPS_DOC: covered})
+    return dg.MaterializeResult(metadata={**parsed_metadata(parsed), "drops": dg.MetadataValue.json(covered),
+                                          "drops_missing": dg.MetadataValue.json(missing)})
+
+
+@dg.asset(group_name="events", deps=[parsed_events], automation_condition=EAGER, kinds={"polars", "parquet"})
+def sync_errors(storage: StorageFolder) -> dg.MaterializeResult:
+    """What the Lambda logged as 'subscription and payment balance are not in sync'."""
+    frame = storage.parsed(PARSED_EVENTS).sync_errors
+    storage.write(("sync_errors",), {"sync_errors": frame})
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": dg.MetadataValue.int(frame.height),
+        "users": dg.MetadataValue.int(frame["userId"].n_unique()),
+        "linked_to_a_transaction": dg.MetadataValue.int(frame["transactionId"].is_not_null().sum()),
+        "preview": markdown(frame, SYNC_ERROR_PREVIEW),
+        "source_files": dg.MetadataValue.int(frame["sourceFile"].n_unique()),
+    })
+
+
+# -- ledger and findings -------------------------------------------------------------------------
+
+
+LEDGER = ("ledger",)
+CONFIG_DOC = "config.json"
+FLAG_COLUMNS = {"balance_mismatch": "balanceMismatch", "continuity_break": "continuityBreak",
+                "overdraft": "overdraft", "attempted_overdraft": "attemptedOverdraft"}
+
+
+def ledger_settings(storage: StorageFolder):
+    """The settings the stored ledger was built with: its findings and report use the same."""
+    return AnalysisConfig(**storage.document(LEDGER, CONFIG_DOC)).to_settings()
+
+
+@dg.asset(group_name="ledger", deps=[parsed_events, sync_errors], automation_condition=EAGER,
+          kinds={"polars", "parquet"})
+def ledger(config: AnalysisConfig, storage: StorageFolder) -> dg.MaterializeResult:
+    """One row per transaction with every check recomputed and explained (the money rules are the run config)."""
+    settings = config.to_settings()
+    frame = build_ledger(storage.table(PARSED_EVENTS, "transactions"), storage.table(("sync_errors",), "sync_errors"),
+                         settings)
+    storage.write(LEDGER, {"ledger": frame}, {CONFIG_DOC: config.model_dump()})
+    flags = {name: int(frame[col].sum() or 0) for name, col in FLAG_COLUMNS.items()}
+    flags["out_of_sync"] = int((frame["inSync"] == False).sum() or 0)  # noqa: E712 - null means not logged
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": dg.MetadataValue.int(frame.height),
+        "users": dg.MetadataValue.int(frame["userId"].n_unique()),
+        "preview": markdown(frame, LEDGER_PREVIEW),
+        # rows without a currency fail ledger_schema; the totals here leave them out rather than fail
+        "currency_totals": dg.MetadataValue.json(currency_totals(frame.filter(pl.col("currency").is_not_null()),
+                                                                 settings)),
+        "flags": dg.MetadataValue.json(flags),
+        "settings": dg.MetadataValue.json(config.model_dump()),
+        "source_files": dg.MetadataValue.int(frame["sourceFile"].n_unique()),
+    })
+
+
+@dg.asset(group_name="ledger", deps=[ledger, parsed_events], automation_condition=EAGER,
+          kinds={"polars", "parquet"})
+def anomalies(storage: StorageFolder) -> dg.MaterializeResult:
+    """Every finding on the ledger (and on refusals logged without a block), most severe first."""
+    frame = detect_anomalies(storage.table(LEDGER, "ledger"), storage.table(PARSED_EVENTS, "events"),
+                             ledger_settings(storage))
+    storage.write(("anomalies",), {"anomalies": frame})
+    by_type = frame.group_by("type").len().sort("type")
+    by_currency = frame.group_by("currency").len().sort("currency", nulls_last=True)
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": dg.MetadataValue.int(frame.height),
+        "by_type": dg.MetadataValue.json(dict(zip(by_type["type"].to_list(), by_type["len"].to_list()))),
+        "currency_totals": dg.MetadataValue.json({k or "none": v for k, v in zip(by_currency["currency"].to_list(),
+                                                                                  by_currency["len"].to_list())}),
+        "preview": markdown(frame, ANOMALY_PREVIEW),
+        "source_files": dg.MetadataValue.int(frame["sourceFile"].n_unique()),
+    })
+
+
+# -- reports ------------------------------------------------------------------------------------
+
+
+SUMMARY_NOT_COUNTS = ("currencies", "settings")
+
+
+@dg.asset(group_name="reports", deps=[parsed_events, sync_errors, ledger, anomalies], automation_condition=EAGER,
+          kinds={"excel", "html"})
+def reports(context: dg.AssetExecutionContext, inbox: InboxFolder, storage: StorageFolder,
+            reports_folder: ReportsFolder) -> dg.MaterializeResult:
+    """report.xlsx, report.html, raw_parsed.csv and summary.json in a new folder per version, plus latest/.
+
+    The metadata keys are a contract: the downloads app lists report versions from them.
+    """
+    covered = storage.document(PARSED_EVENTS, DROPS_DOC)
+    settings = ledger_settings(storage)
+    parsed = storage.parsed(PARSED_EVENTS)
+    ledger_frame = storage.table(LEDGER, "ledger")
+    anomaly_frame = storage.table(("anomalies",), "anomalies")
+    analysis = Analysis(parsed, ledger_frame, anomaly_frame,
+                        build_summary(parsed, ledger_frame, anomaly_frame, settings), settings,
+                        input_label=f"{inbox.root} ({len(covered)} drop(s))")
+    stamp = analysis.created_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    folder = reports_folder.root / f"{stamp}-{context.run.run_id[:8]}"
+    tmp = reports_folder.root / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        written = write_all(analysis, tmp, raw_csv=True)
+        tmp.rename(folder)  # a version folder appears whole, and never replaces an earlier one
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    reports_folder.publish_latest(folder)
+    files = {name: {"path": str(folder / name), "size": (folder / name).stat().st_size,
+                    "sha256": file_sha256(folder / name)} for name in sorted(written)}
+    counts = {k: v for k, v in analysis.summary.items() if k not in SUMMARY_NOT_COUNTS}
+    return dg.MaterializeResult(metadata={
+        "folder": dg.MetadataValue.path(str(folder)),
+        "files": dg.MetadataValue.json(files),
+        "drops": dg.MetadataValue.json(covered),
+        "checks_passed": dg.MetadataValue.bool(blocking_checks_passed(context.instance)),
+        "currency_totals": dg.MetadataValue.json(json.loads(json.dumps(analysis.summary["currencies"], default=str))),
+        "summary": dg.MetadataValue.json(json.loads(json.dumps(counts, default=str))),
+    })
+
+
+#: The blocking checks of checks.py on what a report is made from; `checks_passed` states their latest results.
+BLOCKING_CHECKS = {"parsed_events": ("transactions_schema", "rejects_schema"),
+                   "ledger": ("ledger_schema", "reconciliation"),
+                   "anomalies": ("anomalies_schema",)}
+
+
+def blocking_checks_passed(instance: dg.DagsterInstance) -> bool:
+    """Whether the latest evaluation of every blocking check on the report's inputs passed."""
+    keys = [dg.AssetCheckKey(dg.AssetKey(asset), name) for asset, names in BLOCKING_CHECKS.items() for name in names]
+    records = [instance.get_latest_asset_check_evaluation_record(k) for k in keys]
+    return all(r is not None and r.status.value == "SUCCEEDED" for r in records)
