@@ -16,6 +16,8 @@ from pathlib import Path
 from calo_assets import __version__
 from calo_assets.analysis import Analysis, analyze
 from calo_assets.events import read_logs
+from calo_assets.outputs import write_all
+from calo_assets.reports import ledger_columns
 from calo_assets.settings import Settings, parse_currency_places
 
 log = logging.getLogger("calo_assets")
@@ -71,8 +73,6 @@ def settings_from_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> 
     settings = Settings(tolerance=decimal(args.tolerance, "--tolerance"), default_places=args.decimals,
                         excel_columns=args.excel_columns, mad_threshold=decimal(args.mad_threshold, "--mad-threshold"),
                         rapid_window_seconds=args.rapid_window).with_currency_places(places)
-    from calo_assets.reports import ledger_columns
-
     try:
         ledger_columns(settings.excel_columns)
     except ValueError as exc:
@@ -103,8 +103,6 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     _report_bad_input(parsed)
     analysis = analyze(parsed, settings, str(log_dir))
-    from calo_assets.outputs import write_all
-
     written = write_all(analysis, out, raw_csv=args.raw_csv)
     print(closing_screen(analysis, written))
     return 0
