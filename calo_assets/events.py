@@ -76,6 +76,7 @@ FILE_SCHEMA = {
     "invalidUtf8": pl.Int64, "longLines": pl.Int64, "records": pl.Int64, "transactionBlocks": pl.Int64,
 }
 COUNT_SCHEMA = {"sourceFile": pl.String, "kind": pl.String, "count": pl.Int64}
+ROW_SCHEMAS = {"transactions": TRANSACTION_SCHEMA, "events": EVENT_SCHEMA, "rejects": REJECT_SCHEMA}
 EXCERPT = 300
 
 
@@ -181,21 +182,35 @@ def _read_file(path: Path, report: FileReport, limits: ReadLimits, budget: RunBu
 
 
 class _Sink:
-    """Collects the rows of all files, then builds the tables once."""
+    """Collects the rows of all files as Polars frames, a batch at a time.
+
+    Rows wait as Python dicts only until a batch is full: a dict row costs ten
+    times its frame row, and a run can hold millions of them.
+    """
+
+    BATCH = 50_000
 
     def __init__(self) -> None:
-        self.transactions: list[dict] = []
-        self.events: list[dict] = []
-        self.rejects: list[dict] = []
+        self.rows: dict[str, list[dict]] = {name: [] for name in ROW_SCHEMAS}
+        self.frames: dict[str, list[pl.DataFrame]] = {name: [] for name in ROW_SCHEMAS}
         self.files: list[tuple[FileReport, int, int]] = []
         self.counts: list[tuple[str, str, int]] = []
 
     def commit(self, part: _FileParse, report: FileReport) -> None:
-        self.transactions += part.transactions
-        self.events += part.events
-        self.rejects += part.rejects
+        for name, rows in (("transactions", part.transactions), ("events", part.events), ("rejects", part.rejects)):
+            self.rows[name] += rows
+            if len(self.rows[name]) >= self.BATCH:
+                self.flush(name)
         self.counts += [(report.path, kind, n) for kind, n in sorted(part.counts.items())]
         self.files.append((report, part.records, part.blocks))
+
+    def flush(self, name: str) -> None:
+        self.frames[name].append(_with_times(pl.DataFrame(self.rows[name], schema=ROW_SCHEMAS[name])))
+        self.rows[name] = []
+
+    def table(self, name: str) -> pl.DataFrame:
+        self.flush(name)
+        return pl.concat(self.frames.pop(name), how="vertical", rechunk=True)
 
     def finish(self) -> ParsedLogs:
         files = pl.DataFrame(
@@ -207,14 +222,8 @@ class _Sink:
             schema=FILE_SCHEMA,
         )
         counts = pl.DataFrame(self.counts, schema=COUNT_SCHEMA, orient="row")
-        parsed = ParsedLogs(
-            transactions=_with_times(pl.DataFrame(self.transactions, schema=TRANSACTION_SCHEMA)),
-            events=_with_times(pl.DataFrame(self.events, schema=EVENT_SCHEMA)),
-            rejects=_with_times(pl.DataFrame(self.rejects, schema=REJECT_SCHEMA)),
-            files=files,
-            record_counts=counts,
-        )
-        return combine([parsed])
+        tables = {name: self.table(name) for name in ROW_SCHEMAS}
+        return combine([ParsedLogs(files=files, record_counts=counts, **tables)])
 
 
 def _with_times(frame: pl.DataFrame) -> pl.DataFrame:

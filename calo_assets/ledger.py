@@ -23,6 +23,7 @@ NOT_APPLIED = {"already_synced": "a repeat delivery (already synced elsewhere)",
                "refused": "refused by the Lambda (would go negative)",
                "failed": "the sync failed with an error"}
 ZERO = Decimal(0)
+CHUNK = 50_000
 
 
 @dataclass
@@ -40,10 +41,16 @@ def build_ledger(transactions: pl.DataFrame, sync_errors: pl.DataFrame, settings
               .group_by("transactionId").agg(pl.col("line").first().alias("syncErrorLine"),
                                              pl.col("subscriptionBalance").first().alias("syncErrorSubscriptionBalance")))
     tx = tx.join(linked, left_on="id", right_on="transactionId", how="left", maintain_order="left")
-    rows = [_check(row, settings) for row in tx.iter_rows(named=True)]
-    _chain(rows, tx, settings)
-    computed = pl.DataFrame(rows, schema=_computed_schema(money_scale(settings)))
-    ledger = pl.concat([tx.drop("type"), computed], how="horizontal")
+    schema = _computed_schema(money_scale(settings))
+    last: dict[str, _Chain] = {}  # per user, the chain link the next row follows
+    last_pay: dict[str, _Chain] = {}
+    parts = [pl.DataFrame(schema=schema)]
+    for start in range(0, tx.height, CHUNK):  # chunks keep the per-row dicts few on big ledgers
+        chunk = tx.slice(start, CHUNK)
+        rows = [_check(row, settings) for row in chunk.iter_rows(named=True)]
+        _chain(rows, chunk, settings, last, last_pay)
+        parts.append(pl.DataFrame(rows, schema=schema))
+    ledger = pl.concat([tx.drop("type"), pl.concat(parts)], how="horizontal")
     return ledger.select([c for c in LEDGER_COLUMNS if c in ledger.columns]
                          + [c for c in ledger.columns if c not in LEDGER_COLUMNS])
 
@@ -128,10 +135,9 @@ def _overdraft_text(reason: str | None, refused: bool, expected: Decimal, new: D
     return text
 
 
-def _chain(rows: list[dict], tx: pl.DataFrame, s: Settings) -> None:
+def _chain(rows: list[dict], tx: pl.DataFrame, s: Settings, last: dict[str, _Chain],
+           last_pay: dict[str, _Chain]) -> None:
     """Continuity and the payment-balance chain, per user in ledger order."""
-    last: dict[str, _Chain] = {}
-    last_pay: dict[str, _Chain] = {}
     columns = tx.select("id", "userId", "outcome", "oldBalance", "paymentBalance", "timestamp").iter_rows()
     for out, (tx_id, user, outcome, old, pay, _ts) in zip(rows, columns):
         p = out["places"]

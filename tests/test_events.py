@@ -127,3 +127,15 @@ def test_collapsed_counts_add_up_over_drops(tmp_path):
     assert dict(zip(merged.duplicates["table"], merged.duplicates["collapsed"]))["transactions"] == 2
     r = merged.reconciliation()
     assert r["transaction_blocks_seen"] == r["transactions"] + r["duplicate_blocks_collapsed"] == 4
+
+
+def test_rows_gathered_in_batches_give_the_same_tables(tmp_path, monkeypatch):
+    import calo_assets.events as events_module
+
+    simple_log(tmp_path / "a", [tx(), tx(), tx()])
+    simple_log(tmp_path / "b", [tx(), tx()])
+    whole = read_logs(tmp_path)
+    monkeypatch.setattr(events_module._Sink, "BATCH", 1)
+    batched = read_logs(tmp_path)
+    for name in ("transactions", "events", "rejects", "files"):
+        assert batched.tables()[name].equals(whole.tables()[name]), name

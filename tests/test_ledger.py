@@ -171,3 +171,16 @@ def test_an_injected_jump_is_a_single_continuity_break(rows, data):
     found = flags(ledger(rows).to_dicts())
     assert found["continuityBreak"] == [rows[i]["id"]]
     assert not found["balanceMismatch"] and not found["overdraft"]
+
+
+def test_chunked_building_gives_the_same_ledger(monkeypatch):
+    """Big ledgers are built in chunks; the chain must carry across chunk edges."""
+    import calo_assets.ledger as ledger_module
+
+    rows = [row(), row(i=1, old="16.4", new="8.4"), row(i=2, old="9", new="1"), row(i=3, old="1", new="-7"),
+            row(i=4, user="u2", old="5", new="-3")]
+    whole = ledger(rows)
+    monkeypatch.setattr(ledger_module, "CHUNK", 2)
+    chunked = ledger(rows)
+    assert chunked.equals(whole)
+    assert chunked["continuityBreak"].to_list() == [False, False, True, False, False]
