@@ -76,6 +76,7 @@ FILE_SCHEMA = {
     "invalidUtf8": pl.Int64, "longLines": pl.Int64, "records": pl.Int64, "transactionBlocks": pl.Int64,
 }
 COUNT_SCHEMA = {"sourceFile": pl.String, "kind": pl.String, "count": pl.Int64}
+DUPLICATE_SCHEMA = {"table": pl.String, "collapsed": pl.Int64}  # rows collapsed as duplicates, per table
 ROW_SCHEMAS = {"transactions": TRANSACTION_SCHEMA, "events": EVENT_SCHEMA, "rejects": REJECT_SCHEMA}
 EXCERPT = 300
 
@@ -89,8 +90,7 @@ class ParsedLogs:
     rejects: pl.DataFrame
     files: pl.DataFrame
     record_counts: pl.DataFrame  # sourceFile, kind, count: the records each file holds
-    duplicates: pl.DataFrame = field(default_factory=lambda: pl.DataFrame({"table": [], "collapsed": []},
-                                                                            schema={"table": pl.String, "collapsed": pl.Int64}))
+    duplicates: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=DUPLICATE_SCHEMA))
 
     def tables(self) -> dict[str, pl.DataFrame]:
         return {name: getattr(self, name) for name in TABLES}
@@ -129,7 +129,7 @@ def read_logs(root: Path, limits: ReadLimits | None = None, only: set[str] | Non
               progress: Callable[[int, int, str], None] | None = None) -> ParsedLogs:
     """Read every log file under `root` (or just the relative paths in `only`).
 
-    `progress(done, total, name)` is called after each file, for a progress bar.
+    `progress(done, total, name)` is called before each file, for a progress bar.
     """
     limits = limits or ReadLimits()
     budget = RunBudget(limits.max_run_bytes)
@@ -566,7 +566,7 @@ def combine(parts: list[ParsedLogs]) -> ParsedLogs:
         kept[name] = unique
         collapsed[name] = collapsed.get(name, 0) + frame.height - unique.height
     duplicates = pl.DataFrame({"table": list(collapsed), "collapsed": list(collapsed.values())},
-                              schema={"table": pl.String, "collapsed": pl.Int64}).sort("table")
+                              schema=DUPLICATE_SCHEMA).sort("table")
     counts = tables["record_counts"].filter(~pl.col("sourceFile").is_in(repeated_files.implode()))
     return ParsedLogs(files=files, record_counts=counts, duplicates=duplicates, **kept)
 
