@@ -151,7 +151,7 @@ def _duplicate_ids(rows: list[dict], s: Settings) -> list[dict]:
         if r["outcome"] in ("applied", "unknown"):
             by_id[r["id"]].append(r)
     out = []
-    for tx_id, members in by_id.items():
+    for members in by_id.values():
         if len(members) > 1:
             where = "; ".join(f"{m['sourceFile']}:{m['line']}" for m in members)
             for m in members[1:]:

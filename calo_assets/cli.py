@@ -153,7 +153,3 @@ def closing_screen(a: Analysis, written: dict[str, Path]) -> str:
               "anomalies: " + (", ".join(f"{k} {v}" for k, v in s["anomalies"].items()) or "none"), ""]
     lines += [f"wrote {path}" for path in written.values()]
     return "\n".join(lines)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -16,6 +16,7 @@ import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -149,10 +150,8 @@ def read_logs(root: Path, limits: ReadLimits | None = None, only: set[str] | Non
 
 
 def _stat_into(path: Path, report: FileReport) -> None:
-    try:
+    with suppress(OSError):  # a skipped file that vanished keeps size 0
         report.size = path.lstat().st_size
-    except OSError:
-        pass
 
 
 def _read_file(path: Path, report: FileReport, limits: ReadLimits, budget: RunBudget, sink: _Sink) -> None:
