@@ -98,12 +98,17 @@ def main(argv: list[str] | None = None) -> int:
         return 4
     parsed = read_logs(log_dir, settings.limits, progress=_progress_bar() if sys.stderr.isatty() else None)
     if not (parsed.files["status"] == "read").any():
-        print(f"error: no log file found in {log_dir} "
-              f"({parsed.files.height} file(s) looked at, none held log records)", file=sys.stderr)
+        reasons = sorted(set(parsed.files["reason"].to_list()))[:3]
+        print(f"error: no log file found in {log_dir} ({parsed.files.height} file(s) looked at, none could be "
+              f"read as a log: {'; '.join(reasons) or 'the folder is empty'})", file=sys.stderr)
         return 3
     _report_bad_input(parsed)
     analysis = analyze(parsed, settings, str(log_dir))
-    written = write_all(analysis, out, raw_csv=args.raw_csv)
+    try:
+        written = write_all(analysis, out, raw_csv=args.raw_csv)
+    except OSError as exc:  # a read-only report file, a full disk
+        print(f"error: cannot write to --out {out}: {exc.strerror or exc} ({exc.filename or out})", file=sys.stderr)
+        return 4
     print(closing_screen(analysis, written))
     return 0
 

@@ -18,7 +18,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from decimal import Decimal
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import polars as pl
@@ -29,8 +30,10 @@ from calo_assets.records import Record, frame_records
 from calo_assets.settings import ReadLimits
 
 MONEY = pl.Decimal(38, 18)
-#: Money that a Decimal(38, 18) column cannot hold exactly is refused, not rounded silently.
+#: Money too large for a Decimal(38, 18) column is refused; more than 18 places (float noise
+#: such as 1.1368683772161603e-13) is rounded half-up to 18, far below any currency's places.
 MAX_MONEY = Decimal(10) ** 20
+MONEY_QUANTUM = Decimal(1).scaleb(-18)
 TIMESTAMP = pl.Datetime("ms", "UTC")
 MONEY_FIELDS = ("amount", "vat", "oldBalance", "newBalance", "paymentBalance")
 TRANSACTION_STRINGS = ("id", "type", "source", "action", "userId", "currency", "metadata")
@@ -117,7 +120,7 @@ class ParsedLogs:
             "transaction_blocks_seen": int(self.files["transactionBlocks"].sum() or 0),
             "transactions": self.transactions.height,
             "rejected_blocks": block_rejects,
-            "duplicate_blocks_collapsed": int(dup.get("transactions", 0)),
+            "duplicate_blocks_collapsed": int(dup.get("transactions", 0) + dup.get("rejected_blocks", 0)),
             "json_forms_merged": int(self.transactions["jsonMerged"].sum() or 0),
             "other_rejects": self.rejects.height - block_rejects,
         }
@@ -319,7 +322,7 @@ class _FileParse:
                     in_message[tx["id"]] = tx
             elif text.startswith("transaction {") or text.startswith("transaction{"):
                 self.count("application:transaction_json")
-                self.json_form(record, message_id, pending_json)
+                self.json_form(record, message_id, pending_json, in_message)
             elif text.startswith("SubscriptionBalanceUpdated event published"):
                 self.count("application:event_published")
                 self.outcome(current, "applied", record)
@@ -350,23 +353,21 @@ class _FileParse:
             if not isinstance(obj, dict) or not isinstance(obj.get("transaction"), dict):
                 raise ValueError("the object has no `transaction` member")
             tx = _transaction_row(obj["transaction"])
+            _check_timestamp(record.timestamp)
         except (InspectError, ValueError) as exc:
             reason = f"unreadable transaction block: {exc}"
             if not record.text.rstrip().endswith("}"):
                 reason += " (the block is cut short: the file may be truncated here)"
             self.reject(record, "transaction_block", reason, messageId=message_id)
             return None
+        tx.update(jsonMerged=False, outcome="unknown", outcomeLine=None, **self.provenance(record, message_id))
         json_form = pending_json.pop(tx["id"], None)
         if json_form:
-            for key in JSON_FORM_FIELDS:
-                tx[key] = _text(json_form[1].get(key))
-            tx["userBalance"] = _money(json_form[1].get("userBalance"), "userBalance")
-        tx.update(jsonMerged=json_form is not None, outcome="unknown", outcomeLine=None,
-                  **self.provenance(record, message_id))
+            _merge_json_form(tx, json_form[1])
         self.transactions.append(tx)
         return tx
 
-    def json_form(self, record: Record, message_id: str, pending_json: dict) -> None:
+    def json_form(self, record: Record, message_id: str, pending_json: dict, in_message: dict[str, dict]) -> None:
         body = record.text.split("transaction", 1)[1]
         try:
             obj = parse_inspect(body)
@@ -375,13 +376,15 @@ class _FileParse:
         except (InspectError, ValueError) as exc:
             self.reject(record, "json_transaction", f"unreadable JSON-form transaction: {exc}", messageId=message_id)
             return
-        pending_json[obj["id"]] = (record, {k: obj.get(k) for k in (*JSON_FORM_FIELDS, "userBalance")})
+        kept = {k: obj.get(k) for k in (*JSON_FORM_FIELDS, "userBalance")}
+        if obj["id"] in in_message:  # logged after its block (in time order): merge now
+            _merge_json_form(in_message[obj["id"]], kept)
+        else:
+            pending_json[obj["id"]] = (record, kept)
 
     def outcome(self, tx: dict | None, outcome: str, record: Record) -> None:
         if tx is not None and tx["outcome"] == "unknown":
             tx["outcome"], tx["outcomeLine"] = outcome, record.line
-        elif tx is None:
-            self.count(f"orphan_outcome:{outcome}")
 
     def sync_error(self, record: Record, message_id: str, current: dict | None) -> None:
         body = record.text[len(NOT_IN_SYNC):]
@@ -474,8 +477,24 @@ def _transaction_row(obj: dict) -> dict:
         raise ValueError(f"type {row['type']!r} is neither DEBIT nor CREDIT")
     flag = obj.get("updatePaymentBalance")
     row["updatePaymentBalance"] = flag if isinstance(flag, bool) else None
-    row["shape"] = "typed" if "type" in obj else "old"
+    row["shape"] = "typed" if row["type"] is not None else "old"  # `type: undefined` is no type either
     return row
+
+
+def _merge_json_form(tx: dict, fields: dict) -> None:
+    """The JSON form adds payment details (never personal fields) to its block's transaction."""
+    for key in JSON_FORM_FIELDS:
+        tx[key] = _text(fields.get(key))
+    tx["userBalance"] = _money(fields.get("userBalance"), "userBalance", strict=False)
+    tx["jsonMerged"] = True
+
+
+def _check_timestamp(text: str) -> None:
+    """A block's log timestamp must be a real instant: it orders the user's chain."""
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"log timestamp {text!r} is not a valid date and time") from None
 
 
 def _is_absent(value) -> bool:
@@ -500,6 +519,8 @@ def _money(value, name: str, strict: bool = True) -> Decimal | None:
         if strict:
             raise ValueError(f"{name} is not a usable number: {_describe(value)}")
         return None
+    if number.as_tuple().exponent < -18:
+        number = number.quantize(MONEY_QUANTUM, rounding=ROUND_HALF_UP)
     return number
 
 
@@ -534,40 +555,50 @@ def combine(parts: list[ParsedLogs]) -> ParsedLogs:
     """Put several reads together (drops of the same export) and collapse exact duplicates.
 
     A file whose bytes were already read (the same file dropped twice) is marked
-    `duplicate` and its rows are left out. A record seen twice in different files
-    (overlapping exports) has the same request id, message id, transaction id and
-    timestamp: it is kept once. Records without a request id (INIT_START, metrics)
-    are never collapsed, since two Lambda instances can log those in the same
-    millisecond. How many rows were collapsed is reported per table.
+    `duplicate` and its rows are left out: only that read's rows, so an earlier
+    file of the same name with other bytes keeps its own. A record seen twice in
+    different files (overlapping exports) has the same request id, message id,
+    transaction id and timestamp: it is kept once. Records without a request id
+    (INIT_START, metrics) are never collapsed, since two Lambda instances can log
+    those in the same millisecond. How many rows were collapsed is reported per
+    table, and rejected transaction blocks apart (`rejected_blocks`), so the
+    blocks seen still reconcile.
     """
-    tables = {name: pl.concat([getattr(p, name) for p in parts], how="vertical") for name in TABLES}
-    files = tables["files"]
-    first_path = (files.filter(pl.col("status") == "read").group_by("sha256", maintain_order=True)
-                  .agg(pl.col("path").first().alias("original")))
-    files = files.join(first_path, on="sha256", how="left").with_columns(
-        pl.when((pl.col("status") == "read") & (pl.col("path") != pl.col("original")))
-        .then(pl.lit("duplicate")).otherwise(pl.col("status")).alias("status"),
-    ).with_columns(
-        pl.when(pl.col("status") == "duplicate")
-        .then(pl.lit("same bytes as ") + pl.col("original") + pl.lit("; counted once"))
-        .otherwise(pl.col("reason")).alias("reason"),
-    ).drop("original")
-    repeated_files = files.filter(pl.col("status") == "duplicate")["path"]
-    earlier = tables["duplicates"].group_by("table").agg(pl.col("collapsed").sum())  # what each part collapsed
+    seen: dict[str, str] = {}  # sha256 -> the path first read with those bytes
+    marked: list[pl.DataFrame] = []
+    fresh: dict[str, list[pl.DataFrame]] = {name: [] for name in (*DEDUPE_KEYS, "record_counts")}
+    for part in parts:
+        originals = []
+        for path, sha, status in part.files.select("path", "sha256", "status").iter_rows():
+            originals.append(seen.setdefault(sha, path) if status == "read" else None)
+        files = part.files.with_columns(pl.Series("original", originals, dtype=pl.String)).with_columns(
+            status=pl.when(pl.col("original").is_not_null() & (pl.col("original") != pl.col("path")))
+            .then(pl.lit("duplicate")).otherwise(pl.col("status")))
+        files = files.with_columns(reason=pl.when(pl.col("status") == "duplicate")
+                                   .then(pl.lit("same bytes as ") + pl.col("original") + pl.lit("; counted once"))
+                                   .otherwise(pl.col("reason"))).drop("original")
+        marked.append(files)
+        repeated = files.filter(pl.col("status") == "duplicate")["path"].implode()
+        for name in fresh:
+            fresh[name].append(getattr(part, name).filter(~pl.col("sourceFile").is_in(repeated)))
+    earlier = pl.concat([p.duplicates for p in parts]).group_by("table").agg(pl.col("collapsed").sum())
     collapsed: dict[str, int] = dict(zip(earlier["table"], earlier["collapsed"]))
     kept: dict[str, pl.DataFrame] = {}
     for name, key in DEDUPE_KEYS.items():
-        frame = tables[name]
-        fresh = frame.filter(~pl.col("sourceFile").is_in(repeated_files.implode()))
-        keyed = fresh.filter(pl.col("requestId") != "")
-        unique = pl.concat([keyed.unique(subset=key, keep="first", maintain_order=True),
-                            fresh.filter(pl.col("requestId") == "")])
-        kept[name] = unique
-        collapsed[name] = collapsed.get(name, 0) + frame.height - unique.height
+        everything = pl.concat([getattr(p, name) for p in parts], how="vertical")
+        rows = pl.concat(fresh[name], how="vertical")
+        keyed = rows.filter(pl.col("requestId") != "")
+        kept[name] = pl.concat([keyed.unique(subset=key, keep="first", maintain_order=True),
+                                rows.filter(pl.col("requestId") == "")])
+        collapsed[name] = collapsed.get(name, 0) + everything.height - kept[name].height
+        if name == "rejects":
+            blocks = pl.col("kind") == "transaction_block"
+            collapsed["rejected_blocks"] = (collapsed.get("rejected_blocks", 0) + everything.filter(blocks).height
+                                            - kept[name].filter(blocks).height)
     duplicates = pl.DataFrame({"table": list(collapsed), "collapsed": list(collapsed.values())},
                               schema=DUPLICATE_SCHEMA).sort("table")
-    counts = tables["record_counts"].filter(~pl.col("sourceFile").is_in(repeated_files.implode()))
-    return ParsedLogs(files=files, record_counts=counts, duplicates=duplicates, **kept)
+    return ParsedLogs(files=pl.concat(marked, how="vertical"), record_counts=pl.concat(fresh["record_counts"]),
+                      duplicates=duplicates, **kept)
 
 
 DEDUPE_KEYS = {

@@ -77,7 +77,12 @@ def walk(root: Path) -> Iterator[tuple[Path, str, str | None]]:
     are symlinks are never descended (their target, when inside, is walked anyway).
     """
     root = root.resolve()
-    for dirpath, dirnames, filenames in os.walk(root):
+    unreadable: list[OSError] = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable.append):
+        while unreadable:  # a folder os.walk could not list: said, not silently passed over
+            err = unreadable.pop()
+            where = Path(err.filename or dirpath)
+            yield where, where.relative_to(root).as_posix(), f"folder cannot be read: {err.strerror or err}"
         dirnames.sort()
         here = Path(dirpath)
         for d in list(dirnames):

@@ -9,7 +9,7 @@ column saying, with the numbers, why it is set or not.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import polars as pl
 
@@ -45,11 +45,13 @@ def build_ledger(transactions: pl.DataFrame, sync_errors: pl.DataFrame, settings
     last: dict[str, _Chain] = {}  # per user, the chain link the next row follows
     last_pay: dict[str, _Chain] = {}
     parts = [pl.DataFrame(schema=schema)]
-    for start in range(0, tx.height, CHUNK):  # chunks keep the per-row dicts few on big ledgers
-        chunk = tx.slice(start, CHUNK)
-        rows = [_check(row, settings) for row in chunk.iter_rows(named=True)]
-        _chain(rows, chunk, settings, last, last_pay)
-        parts.append(pl.DataFrame(rows, schema=schema))
+    with localcontext() as ctx:
+        ctx.prec = 60  # 38 digits in, sums stay exact: the only rounding is the currency's half-up
+        for start in range(0, tx.height, CHUNK):  # chunks keep the per-row dicts few on big ledgers
+            chunk = tx.slice(start, CHUNK)
+            rows = [_check(row, settings) for row in chunk.iter_rows(named=True)]
+            _chain(rows, chunk, settings, last, last_pay)
+            parts.append(pl.DataFrame(rows, schema=schema))
     ledger = pl.concat([tx.drop("type"), pl.concat(parts)], how="horizontal")
     return ledger.select([c for c in LEDGER_COLUMNS if c in ledger.columns]
                          + [c for c in ledger.columns if c not in LEDGER_COLUMNS])

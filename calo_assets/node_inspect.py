@@ -204,7 +204,7 @@ class _Parser:
             return _ESCAPES.get(ch, ch)
         try:
             return chr(int(digits, 16))
-        except ValueError:
+        except (ValueError, OverflowError):  # not hex, or beyond the last code point
             raise InspectError(f"bad \\{ch} escape", at) from None
 
     def number(self) -> JsNumber:

@@ -29,12 +29,12 @@ def build_summary(parsed: ParsedLogs, ledger: pl.DataFrame, anomalies: pl.DataFr
     files = parsed.files
     status = dict(zip(*files.group_by("status").len().to_dict(as_series=False).values()))
     outcomes = dict(zip(*ledger.group_by("outcome").len().to_dict(as_series=False).values()))
-    checks = {key: int(ledger[col].sum() or 0) for key, col in CHECKS.items()}
-    checks["out_of_sync"] = int((ledger["inSync"] == False).sum() or 0)  # noqa: E712 - null means not logged
+    checks = ledger_checks(ledger)
     kinds = dict(zip(*anomalies.group_by("type").len().to_dict(as_series=False).values()))
     refusals = parsed.events.filter(pl.col("kind") == "refusal")
     checks["refused_debits"] = refusals.height
-    checks["refusals_without_block"] = refusals.filter(~pl.col("transactionId").is_in(ledger["id"].implode())).height
+    checks["refusals_without_block"] = refusals.filter(
+        pl.col("transactionId").is_null() | ~pl.col("transactionId").is_in(ledger["id"].implode())).height
     return {
         "transactions": ledger.height,
         "users": ledger["userId"].n_unique(),
@@ -60,6 +60,13 @@ def build_summary(parsed: ParsedLogs, ledger: pl.DataFrame, anomalies: pl.DataFr
             "currency_places": dict(sorted(settings.currency_places.items())),
         },
     }
+
+
+def ledger_checks(ledger: pl.DataFrame) -> dict[str, int]:
+    """How many ledger rows each check flags (out of sync: only where paymentBalance is logged)."""
+    checks = {key: int(ledger[col].sum() or 0) for key, col in CHECKS.items()}
+    checks["out_of_sync"] = int((ledger["inSync"] == False).sum() or 0)  # noqa: E712 - null means not logged
+    return checks
 
 
 def currency_totals(ledger: pl.DataFrame, settings: Settings) -> dict[str, dict]:

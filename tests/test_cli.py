@@ -97,3 +97,10 @@ def test_bad_input_is_named_by_file_and_line_and_the_run_goes_on(logs, tmp_path)
     assert done.returncode == 0
     assert "broken.log:3: unreadable transaction block" in done.stderr
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["rejects"] == 1
+
+
+def test_a_report_that_cannot_be_written_is_exit_4_with_a_message(logs, tmp_path):
+    out = tmp_path / "o"
+    (out / "report.xlsx").mkdir(parents=True)  # something in the way of the workbook
+    done = run(logs, "--out", out)
+    assert done.returncode == 4 and "cannot write to --out" in done.stderr and "Traceback" not in done.stderr

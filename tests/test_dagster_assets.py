@@ -245,3 +245,11 @@ def test_a_drop_rematerialized_from_the_ui_reuses_its_stored_file_list(service: 
                            instance=service.instance)  # no run config, as from the launchpad
     assert again.success
     assert service.rebuild().success
+
+
+def test_log_text_in_previews_stays_text():
+    from calo_assets.defs.assets import markdown
+
+    frame = pl.DataFrame({"details": ["![x](http://evil.invalid/t.png) [click](http://x) <b>bold</b> a|b"]})
+    text = markdown(frame).value
+    assert "](" not in text.replace("\\](", "") and "<b>" not in text and "a\\|b" in text

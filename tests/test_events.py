@@ -139,3 +139,20 @@ def test_rows_gathered_in_batches_give_the_same_tables(tmp_path, monkeypatch):
     batched = read_logs(tmp_path)
     for name in ("transactions", "events", "rejects", "files"):
         assert batched.tables()[name].equals(whole.tables()[name]), name
+
+
+def test_money_past_eighteen_places_is_rounded_half_up_and_type_undefined_is_no_type(tmp_path):
+    f = tx(amount="40.0000000000000000005", old="100", new="60")
+    f["type"] = "RAW:undefined"
+    parsed = read_one(tmp_path, invocation(0, "r", [message(5, "r", f)]))
+    row = parsed.transactions.row(0, named=True)
+    assert str(row["amount"]) == "40.000000000000000001"  # half-up; Polars alone would round half-even to ...000
+    assert row["type"] is None and row["shape"] == "old"
+
+
+def test_a_json_form_logged_after_its_block_is_merged_too(tmp_path):
+    f = tx()
+    msgs = [message(5, "r", f) + [app(9, "r", 'transaction {"id":"%s","paymentMethod":"cc","name":"X Y"}' % f["id"])]]
+    parsed = read_one(tmp_path, invocation(0, "r", msgs))
+    row = parsed.transactions.row(0, named=True)
+    assert row["jsonMerged"] and row["paymentMethod"] == "cc" and parsed.rejects.height == 0

@@ -148,3 +148,42 @@ def test_an_unreadable_block_is_a_reject_with_file_line_and_reason(tmp_path, bod
     assert (reject["sourceFile"], reject["line"], reject["kind"]) == ("bad.log", 5, "transaction_block")
     assert reason in reject["reason"]
     assert parsed.reconciliation()["rejected_blocks"] == 1 and parsed.transactions.height == 0
+
+
+@pytest.mark.parametrize("body, reason", [
+    (start_syncing({"id": "T4", "userId": "RAW:'\\u{FFFFFFFFFFFFFFFFFFFF}'", "currency": "BHD", "amount": "RAW:5",
+                    "oldBalance": "RAW:1"}), "bad \\u escape"),
+    (start_syncing({"id": "T5", "userId": "u", "currency": "BHD", "amount": "RAW:5", "oldBalance": "RAW:1"}),
+     "not a valid date and time"),
+])
+def test_hostile_escapes_and_impossible_dates_are_rejects_not_crashes(tmp_path, body, reason):
+    stamp = "2024-02-30T10:00:00.000Z" if "T5" in body else "2024-01-10T08:00:00.006Z"
+    records = invocation(0, "r1", [[app(5, "r1", "Processing message m1"), f"{stamp} {stamp}\tr1\tINFO\t{body}"]])
+    write_log(tmp_path / "bad.log", records, compress=False)
+    parsed = read_logs(tmp_path)
+    assert parsed.transactions.height == 0 and reason in parsed.rejects["reason"][0]
+
+
+def test_a_file_dropped_twice_with_a_bad_block_still_reconciles(tmp_path):
+    records = invocation(0, "r1", [[app(5, "r1", "Processing message m1"), app(6, "r1", "Start syncing the balance {")]])
+    write_log(tmp_path / "a" / "bad.log", records, compress=False)
+    write_log(tmp_path / "b" / "bad.log", records, compress=False)
+    r = read_logs(tmp_path).reconciliation()
+    assert r["transaction_blocks_seen"] == 2 and r["rejected_blocks"] == 1 and r["duplicate_blocks_collapsed"] == 1
+
+
+def test_a_folder_that_cannot_be_listed_is_reported(tmp_path, monkeypatch):
+    simple_log(tmp_path, [tx()], name="ok/000000.gz")
+    (tmp_path / "locked").mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    parsed = read_logs(tmp_path)
+    reasons = dict(zip(parsed.files["path"], parsed.files["reason"]))
+    assert reasons["locked"] == "folder cannot be read: Permission denied"
+    assert parsed.transactions.height == 1

@@ -11,6 +11,7 @@ one table over all drops, rebuilt by declarative automation when a drop lands.
 """
 
 import json
+import re
 import shutil
 import uuid
 from datetime import UTC, datetime
@@ -26,10 +27,12 @@ from calo_assets.defs.resources import InboxFolder, ReportsFolder, StorageFolder
 from calo_assets.events import ParsedLogs, combine, read_logs
 from calo_assets.ledger import build_ledger
 from calo_assets.outputs import write_all
-from calo_assets.summary import build_summary, currency_totals
+from calo_assets.summary import build_summary, currency_totals, ledger_checks
 
 drops = dg.DynamicPartitionsDefinition(name="drops")
 
+#: Characters that would make log text a link, an image, emphasis or a table cell edge in markdown.
+MARKDOWN_SPECIAL = re.compile(r"[\\`*_\[\]()!|#~]")
 PREVIEW_ROWS = 20
 CELL_CHARS = 80
 TRANSACTION_PREVIEW = ["timestamp", "userId", "id", "currency", "type", "action", "amount", "vat", "oldBalance",
@@ -55,8 +58,10 @@ def _cell(value) -> str:
         text = value.isoformat(timespec="milliseconds")
     else:
         text = str(value)
-    text = text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
-    return text if len(text) <= CELL_CHARS else text[: CELL_CHARS - 1] + "…"
+    text = text.replace("\r", " ").replace("\n", " ")
+    text = text if len(text) <= CELL_CHARS else text[: CELL_CHARS - 1] + "…"
+    # log text stays text: no link, image, emphasis or HTML when the UI renders the markdown
+    return MARKDOWN_SPECIAL.sub(r"\\\g<0>", text).replace("<", "&lt;").replace(">", "&gt;")
 
 
 def markdown(frame: pl.DataFrame, columns: list[str] | None = None, rows: int = PREVIEW_ROWS) -> dg.MetadataValue:
@@ -204,8 +209,6 @@ def sync_errors(storage: StorageFolder) -> dg.MaterializeResult:
 
 LEDGER = ("ledger",)
 CONFIG_DOC = "config.json"
-FLAG_COLUMNS = {"balance_mismatch": "balanceMismatch", "continuity_break": "continuityBreak",
-                "overdraft": "overdraft", "attempted_overdraft": "attemptedOverdraft"}
 
 
 def ledger_settings(storage: StorageFolder):
@@ -221,8 +224,7 @@ def ledger(config: AnalysisConfig, storage: StorageFolder) -> dg.MaterializeResu
     frame = build_ledger(storage.table(PARSED_EVENTS, "transactions"), storage.table(("sync_errors",), "sync_errors"),
                          settings)
     storage.write(LEDGER, {"ledger": frame}, {CONFIG_DOC: config.model_dump()})
-    flags = {name: int(frame[col].sum() or 0) for name, col in FLAG_COLUMNS.items()}
-    flags["out_of_sync"] = int((frame["inSync"] == False).sum() or 0)  # noqa: E712 - null means not logged
+    flags = ledger_checks(frame)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": dg.MetadataValue.int(frame.height),
         "users": dg.MetadataValue.int(frame["userId"].n_unique()),

@@ -24,6 +24,7 @@ from openpyxl.styles import Font, PatternFill
 from openpyxl.utils import get_column_letter
 
 from calo_assets.analysis import Analysis
+from calo_assets.anomalies import SEVERITY
 from calo_assets.money import round_money
 from calo_assets.reports import ledger_columns, tables
 from calo_assets.reports.safe_text import for_excel
@@ -109,7 +110,14 @@ def write_workbook(analysis: Analysis, path: Path) -> Path:
     for t in data:
         _write_table(wb.create_sheet(t.title), t, styles)
     path = Path(path)
-    wb.save(path)
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    wb.save(partial)  # a reader never sees half a workbook; a blocked target fails cleanly on replace
+    try:
+        partial.replace(path)
+    except OSError:
+        partial.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -262,8 +270,7 @@ def _write_summary(ws, analysis: Analysis, styles: _Styles, data: list[_Table]) 
     title("Checks (rows marked in Ledger; details in Reconciliation, Overdrafts, SyncErrors)")
     pairs([(name, count) for name, count in s["checks"].items()])
     title("Anomalies by type (one row each in Anomalies)")
-    severity = dict(analysis.anomalies.group_by("type").agg(pl.col("severity").first()).iter_rows())
-    pairs([(name, count, severity.get(name, "")) for name, count in s["anomalies"].items()])
+    pairs([(name, count, SEVERITY[name]) for name, count in s["anomalies"].items()])
     title("Records read, by kind")
     pairs(sorted(s["records"].items()))
 

@@ -26,6 +26,7 @@ from plotly.subplots import make_subplots
 from plotly.utils import PlotlyJSONEncoder
 
 from calo_assets.analysis import Analysis
+from calo_assets.anomalies import SEVERITY
 from calo_assets.money import fmt, round_money
 from calo_assets.reports import tables
 
@@ -234,9 +235,8 @@ def _tables(analysis: Analysis) -> dict[str, Table]:
 
 
 def _anomaly_counts(analysis: Analysis) -> list[dict]:
-    severity = dict(analysis.anomalies.group_by("type").agg(pl.col("severity").first()).iter_rows())
     order = {"high": 0, "medium": 1, "low": 2}
-    rows = [{"type": t, "count": n, "severity": severity.get(t, "low")}
+    rows = [{"type": t, "count": n, "severity": SEVERITY[t]}
             for t, n in analysis.summary["anomalies"].items()]
     return sorted(rows, key=lambda r: (order[r["severity"]], -r["count"], r["type"]))
 
@@ -381,7 +381,7 @@ def _mismatch_chart(ledger: pl.DataFrame, colours: dict[str, str]) -> dict:
 
 
 def _anomaly_chart(analysis: Analysis) -> dict:
-    counts = _anomaly_counts(analysis)
+    counts = [c for c in _anomaly_counts(analysis) if c["count"]]  # a log axis has no room for zero
     if not counts:
         return _empty("No anomalies")
     fig = go.Figure()
