@@ -170,11 +170,18 @@ def parsed_drop(context: dg.AssetExecutionContext, inbox: InboxFolder, storage: 
 
 
 EAGER = dg.AutomationCondition.eager()
+#: A drop whose parse failed stays missing for good (its run key is never reused), so waiting for
+#: every drop would freeze the reports: the events go on without it and say which drop is missing.
+_NOT_YET_PARSED = dg.AutomationCondition.missing() & ~dg.AutomationCondition.execution_failed()
+EAGER_DESPITE_FAILED_DROPS = (EAGER.without(~dg.AutomationCondition.any_deps_missing())
+                              & ~dg.AutomationCondition.any_deps_match(_NOT_YET_PARSED)).with_label(
+    "eager; waits for drops still to parse, not for failed ones")
 PARSED_EVENTS = ("parsed_events",)
 DROPS_DOC = "drops.json"
 
 
-@dg.asset(group_name="events", deps=[parsed_drop], automation_condition=EAGER, kinds={"polars", "parquet"})
+@dg.asset(group_name="events", deps=[parsed_drop], automation_condition=EAGER_DESPITE_FAILED_DROPS,
+          kinds={"polars", "parquet"})
 def parsed_events(context: dg.AssetExecutionContext, storage: StorageFolder) -> dg.MaterializeResult:
     """Every parsed drop put together, duplicates collapsed: a file dropped twice counts once."""
     keys = context.instance.get_dynamic_partitions(drops.name)
