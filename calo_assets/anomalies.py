@@ -46,7 +46,7 @@ DETECTOR_COLUMNS = [
     "action", "outcome", "shape", "amount", "vat", "places", "chainLink", "expectedNewBalance",
     "balanceMismatch", "balanceExplanation", "continuityBreak", "continuityReason", "continuityFollows",
     "overdraft", "overdraftReason", "overdraftExplanation", "inSync", "syncExplanation",
-    "newBalanceMissing", "vatMissing",
+    "newBalanceMissing", "vatMissing", "paymentBalance",
 ]
 ANOMALY_SCHEMA = {
     "type": pl.String, "severity": pl.String, "transactionId": pl.String, "userId": pl.String,
@@ -95,10 +95,10 @@ def _ledger_flags(rows: list[dict], s: Settings) -> list[dict]:
         if r["outcome"] == "already_synced":
             out.append(_finding("RepeatDelivery", r, "delivered again after it was already synced by another "
                                                      "listener; not applied a second time"))
-        missing = [name for name, flag in (("type", r["typeInferred"]), ("newBalance", r["newBalanceMissing"]),
-                                            ("vat", r["vatMissing"])) if flag]
-        if r["shape"] == "old":
-            missing += ["source", "action", "paymentBalance"]
+        logged = {"type": not r["typeInferred"], "source": r["source"] is not None,
+                  "action": r["action"] is not None, "paymentBalance": r["paymentBalance"] is not None,
+                  "newBalance": not r["newBalanceMissing"], "vat": not r["vatMissing"]}
+        missing = [name for name, present in logged.items() if not present]  # read off the row, not its shape
         if missing:
             out.append(_finding("MissingField", r, f"not logged: {', '.join(missing)}"
                                 + ("; direction inferred as " + r["type"] if r["typeInferred"] else "")))

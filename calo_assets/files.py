@@ -110,8 +110,8 @@ def read_lines(
     """Stream (line number, text) of one file; text is None for a line over the cap.
 
     Fills `report` as it goes (sha256 of the bytes as received, truncation,
-    invalid UTF-8 count). Raises LimitExceeded when a cap is passed: the caller
-    must then drop what it took from this file.
+    invalid UTF-8 count). Raises LimitExceeded when a cap is passed and NotALog
+    when the content is binary: the caller must then drop what it took from this file.
     """
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

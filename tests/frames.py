@@ -19,7 +19,8 @@ def row(i=0, user="u1", type_="DEBIT", amount="8", vat="0", old="24.4", new="16.
     """One parsed transaction; `seconds` after T0 (default 90 s per `i`), money given as text."""
     dec = lambda v: None if v is None else D(v)  # noqa: E731
     return {"id": tx_id or f"T{i:04d}", "userId": user, "currency": currency, "type": type_ if shape == "typed" else None,
-            "source": source, "action": action if shape == "typed" else None, "amount": D(amount), "vat": dec(vat), "oldBalance": D(old),
+            "source": source if shape == "typed" else None, "action": action if shape == "typed" else None,
+            "amount": D(amount), "vat": dec(vat), "oldBalance": D(old),
             "newBalance": dec(new), "paymentBalance": dec(new if pay == "same" else pay) if shape == "typed" else None,
             "shape": shape, "outcome": outcome, "sourceFile": "f.log", "line": 10 + i, "endLine": 20 + i,
             "requestId": f"r{i}", "messageId": f"m{i}", "jsonMerged": False,
