@@ -29,7 +29,7 @@ from pathlib import Path
 mode, folder, out = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 start = time.perf_counter()
 if mode == "read":
-    from calo_assets.events import read_logs
+    from calo_assets.reading import read_logs
     parsed = read_logs(folder)
     figures = {"transactions": parsed.transactions.height,
                "decompressed_mb": int(parsed.files["decompressedBytes"].sum() or 0) / 1e6,

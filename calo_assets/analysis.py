@@ -10,7 +10,8 @@ import polars as pl
 
 from calo_assets import __version__
 from calo_assets.anomalies import detect_anomalies
-from calo_assets.events import ParsedLogs, read_logs
+from calo_assets.parsed import ParsedLogs
+from calo_assets.reading import read_logs
 from calo_assets.ledger import build_ledger
 from calo_assets.settings import Settings
 from calo_assets.summary import build_summary

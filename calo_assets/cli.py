@@ -15,7 +15,7 @@ from pathlib import Path
 
 from calo_assets import __version__
 from calo_assets.analysis import Analysis, analyze
-from calo_assets.events import read_logs
+from calo_assets.reading import read_logs
 from calo_assets.outputs import write_all
 from calo_assets.reports import ledger_columns
 from calo_assets.settings import Settings, parse_currency_places

@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import hashlib
 import os
-import zlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from isal import isal_zlib
 
 from calo_assets.settings import ReadLimits
 
 GZIP_MAGIC = b"\x1f\x8b"
 CHUNK = 256 * 1024
+#: Decoded text handed on at a time by `read_pieces`: small enough that no whole file sits in Python.
+PIECE = 512 * 1024
+#: A line that could start a record, in any form the line-by-line framing accepts.
+RECORD_START = re.compile(rb"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?Z ")
 JUNK_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 
 
@@ -29,6 +35,10 @@ class LimitExceeded(Exception):
 
 class NotALog(Exception):
     """The content is binary, not text."""
+
+
+class NeedsFullParser(Exception):
+    """The file holds what only the line-by-line reading reads exactly (invalid UTF-8, a very long line)."""
 
 
 @dataclass
@@ -104,14 +114,12 @@ def walk(root: Path) -> Iterator[tuple[Path, str, str | None]]:
             yield path, rel, junk_reason(rel)
 
 
-def read_lines(
-    path: Path, report: FileReport, limits: ReadLimits, budget: RunBudget
-) -> Iterator[tuple[int, str | None]]:
-    """Stream (line number, text) of one file; text is None for a line over the cap.
+def read_chunks(path: Path, report: FileReport, limits: ReadLimits, budget: RunBudget) -> Iterator[bytes]:
+    """Stream the decompressed bytes of one file, in chunks of at most CHUNK bytes.
 
-    Fills `report` as it goes (sha256 of the bytes as received, truncation,
-    invalid UTF-8 count). Raises LimitExceeded when a cap is passed and NotALog
-    when the content is binary: the caller must then drop what it took from this file.
+    Fills `report` as it goes (size and sha256 of the bytes as received, gzip,
+    truncation). Raises LimitExceeded when a cap is passed and NotALog when the
+    content is binary: the caller must then drop what it took from this file.
     """
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -127,20 +135,85 @@ def read_lines(
                 chunk = fh.read(CHUNK)
 
         chunks = _gunzip(raw_chunks(), report, limits) if report.gzip else raw_chunks()
-        yield from _split_lines(chunks, report, limits, budget)
+        for i, chunk in enumerate(c for c in chunks if c):
+            if i == 0 and looks_binary(chunk[:8192]):
+                raise NotALog("binary content, not a text log")
+            budget.take(len(chunk))
+            yield chunk
     report.sha256 = digest.hexdigest()
+
+
+def read_lines(
+    path: Path, report: FileReport, limits: ReadLimits, budget: RunBudget
+) -> Iterator[tuple[int, str | None]]:
+    """Stream (line number, text) of one file; text is None for a line over the cap.
+
+    The line-by-line reading the full parser uses; `read_chunks` says what it checks.
+    """
+    yield from _split_lines(read_chunks(path, report, limits, budget), report, limits)
+
+
+def read_pieces(path: Path, report: FileReport, limits: ReadLimits, budget: RunBudget) -> Iterator[tuple[int, str]]:
+    """Stream one file's text as (number of the first line, whole lines), for the columnar reader.
+
+    Each piece after the first starts at a line that could start a record, so no
+    record is split between pieces. Reads exactly what `read_lines` reads (same
+    checks, same caps, the last partial line of a truncated file dropped) and fills
+    `report.lines`; raises NeedsFullParser where the two would not read the same:
+    invalid UTF-8, or a line longer than `longest_fast_line(limits)` still unfinished.
+    """
+    longest = longest_fast_line(limits)
+    buffer = bytearray()  # grown and cut in place: no copy of the text per chunk
+    line_no = 1
+    for chunk in read_chunks(path, report, limits, budget):
+        buffer += chunk
+        if len(buffer) - buffer.rfind(b"\n") - 1 > longest:
+            raise NeedsFullParser("a line longer than the columnar reader takes")
+        if len(buffer) >= PIECE:
+            cut = _record_start(buffer)
+            if cut:
+                yield line_no, _decode_strict(memoryview(buffer)[:cut])
+                line_no += buffer.count(b"\n", 0, cut)
+                del buffer[:cut]
+    if report.truncated:  # the last partial line of a truncated file is not trusted
+        del buffer[buffer.rfind(b"\n") + 1:]
+    if buffer:
+        yield line_no, _decode_strict(memoryview(buffer))
+    report.lines = line_no - 1 + buffer.count(b"\n") + (0 if not buffer or buffer.endswith(b"\n") else 1)
+
+
+def longest_fast_line(limits: ReadLimits) -> int:
+    """Lines up to this many bytes are read the same by both readers whatever the chunking."""
+    return max(limits.max_line_bytes - CHUNK, 0)
+
+
+def _record_start(buffer: bytearray) -> int:
+    """The offset of the last line in `buffer` (not the first) that could start a record; 0 if none."""
+    end = len(buffer)
+    while (newline := buffer.rfind(b"\n", 0, end)) >= 0:
+        if RECORD_START.match(buffer, newline + 1):
+            return newline + 1
+        end = newline
+    return 0
+
+
+def _decode_strict(raw: memoryview) -> str:
+    try:
+        return str(raw, "utf-8")
+    except UnicodeDecodeError:
+        raise NeedsFullParser("invalid UTF-8") from None
 
 
 def _gunzip(chunks: Iterator[bytes], report: FileReport, limits: ReadLimits) -> Iterator[bytes]:
     """Decompress every gzip member in turn, never more than the caps allow."""
-    decomp = zlib.decompressobj(wbits=31)
+    decomp = isal_zlib.decompressobj(wbits=31)
     for data in chunks:
         while data:
             if decomp.eof:  # the next member of a concatenated gzip
-                decomp = zlib.decompressobj(wbits=31)
+                decomp = isal_zlib.decompressobj(wbits=31)
             try:
                 out = decomp.decompress(data, CHUNK)
-            except zlib.error as exc:
+            except isal_zlib.error as exc:
                 report.truncated = True
                 report.reason = f"gzip data is corrupt ({exc}); kept what was readable"
                 return
@@ -161,19 +234,11 @@ def _count(report: FileReport, n: int, limits: ReadLimits) -> None:
         )
 
 
-def _split_lines(
-    chunks: Iterator[bytes], report: FileReport, limits: ReadLimits, budget: RunBudget
-) -> Iterator[tuple[int, str | None]]:
+def _split_lines(chunks: Iterator[bytes], report: FileReport, limits: ReadLimits) -> Iterator[tuple[int, str | None]]:
     buffer = b""
     line_no = 0
     too_long = False  # inside a line already reported as over the cap
-    first = True
     for chunk in chunks:
-        if first and chunk:
-            first = False
-            if looks_binary(chunk[:8192]):
-                raise NotALog("binary content, not a text log")
-        budget.take(len(chunk))
         *complete, rest = (buffer + chunk).split(b"\n")
         for raw in complete:
             if too_long:  # the tail of a line already reported as over the cap

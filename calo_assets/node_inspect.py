@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+import polars as pl
+
 
 class InspectError(ValueError):
     """The text is not a well-formed inspect object; `offset` says where it went wrong."""
@@ -237,3 +239,39 @@ class _Parser:
         if word in ("NaN", "Infinity"):
             return JsNumber(word)
         return Placeholder(word)  # Symbol(x), Date printed bare, and the like
+
+
+# -- the common shapes, column-wise ------------------------------------------------------------------
+
+#: A value as Node prints the common cases: a single-quoted string without escapes, a plain
+#: decimal that fits Decimal(38, 18) exactly, or a bare word `parse_inspect` reads the same way.
+SIMPLE_VALUE = r"'[^'\\\n]*'|-?(?:0|[1-9][0-9]{0,19})(?:\.[0-9]{1,18})?|true|false|undefined|null"
+SIMPLE_KEY = r"[A-Za-z0-9_$]+"
+
+
+def flat_fields(texts: pl.Series, opening: str, closing: str, indent: int) -> pl.DataFrame:
+    """The members of flat objects printed one per line, as raw value text per key; a row per text.
+
+    A text counts as simple when it is exactly `opening`, then lines of
+    `<indent spaces>key: value,` (no comma after the last), then `closing`
+    (regex fragments), with every value a `SIMPLE_VALUE`: then `parse_inspect`
+    would read the same members. Columns: `simple` (bool) and one column per key
+    seen, holding the value's text as printed (quotes included; the last of a
+    repeated key, as `parse_inspect` keeps it); null when absent or not simple.
+    """
+    pad = " " * indent
+    member = f"{pad}{SIMPLE_KEY}: (?:{SIMPLE_VALUE})"
+    whole = f"^{opening}(?:{member},\n)*{member}\n{closing}$"
+    frame = pl.DataFrame({"text": texts}).with_row_index("row").with_columns(
+        simple=pl.col("text").str.contains(whole).fill_null(False))
+    pairs = (frame.filter(pl.col("simple"))
+             .select("row", pair=pl.col("text").str.extract_all(f"(?m)^{member}"))
+             .explode("pair")
+             .select("row", parts=pl.col("pair").str.extract_groups(f"^ *({SIMPLE_KEY}): (.*)$"))
+             .unnest("parts")
+             .rename({"1": "key", "2": "value"})
+             .unique(["row", "key"], keep="last", maintain_order=True))
+    if pairs.height == 0:
+        return frame.select("row", "simple")
+    wide = pairs.pivot(on="key", index="row", values="value")
+    return frame.select("row", "simple").join(wide, on="row", how="left", maintain_order="left")

@@ -11,7 +11,7 @@ import polars as pl
 from pandera.errors import SchemaErrors
 
 from calo_assets.anomalies import ANOMALY_TYPES
-from calo_assets.events import MONEY, OUTCOMES, TIMESTAMP
+from calo_assets.parsed import MONEY, OUTCOMES, TIMESTAMP
 from calo_assets.ledger import money_scale
 from calo_assets.settings import Settings
 

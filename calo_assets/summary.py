@@ -11,7 +11,7 @@ from decimal import Decimal
 import polars as pl
 
 from calo_assets.anomalies import ANOMALY_TYPES
-from calo_assets.events import OUTCOMES, ParsedLogs
+from calo_assets.parsed import OUTCOMES, ParsedLogs
 from calo_assets.money import fmt
 from calo_assets.settings import Settings
 

@@ -5,7 +5,7 @@ from decimal import Decimal as D
 
 import polars as pl
 
-from calo_assets.events import EVENT_SCHEMA, TRANSACTION_SCHEMA, _with_times
+from calo_assets.parsed import EVENT_SCHEMA, TRANSACTION_SCHEMA, with_times
 from calo_assets.ledger import build_ledger
 from calo_assets.settings import Settings
 
@@ -28,7 +28,7 @@ def row(i=0, user="u1", type_="DEBIT", amount="8", vat="0", old="24.4", new="16.
 
 
 def transactions(rows):
-    return _with_times(pl.DataFrame(rows, schema=TRANSACTION_SCHEMA))
+    return with_times(pl.DataFrame(rows, schema=TRANSACTION_SCHEMA))
 
 
 def ledger(rows, settings=None):

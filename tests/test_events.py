@@ -2,7 +2,8 @@
 
 import polars as pl
 
-from calo_assets.events import combine, read_logs
+from calo_assets.combine import combine
+from calo_assets.reading import read_logs
 from tests.logbuilder import app, invocation, message, simple_log, tx, write_log
 
 
@@ -129,16 +130,24 @@ def test_collapsed_counts_add_up_over_drops(tmp_path):
     assert r["transaction_blocks_seen"] == r["transactions"] + r["duplicate_blocks_collapsed"] == 4
 
 
-def test_rows_gathered_in_batches_give_the_same_tables(tmp_path, monkeypatch):
-    import calo_assets.events as events_module
+def test_groups_pieces_and_worker_processes_do_not_change_the_tables(tmp_path, monkeypatch):
+    """However the files are grouped, cut into pieces or spread over processes, the tables are the same."""
+    import calo_assets.files as files_module
+    import calo_assets.reading as reading_module
 
     simple_log(tmp_path / "a", [tx(), tx(), tx()])
     simple_log(tmp_path / "b", [tx(), tx()])
-    whole = read_logs(tmp_path)
-    monkeypatch.setattr(events_module._Sink, "BATCH", 1)
-    batched = read_logs(tmp_path)
-    for name in ("transactions", "events", "rejects", "files"):
-        assert batched.tables()[name].equals(whole.tables()[name]), name
+    write_log(tmp_path / "c" / "plain.log", invocation(0, "r9", [message(5, "r9", tx()), message(9, "r9", tx())]),
+              compress=False)
+    whole = read_logs(tmp_path, workers=0)
+    monkeypatch.setattr(reading_module, "GROUP_BYTES", 1)  # a group per file
+    in_processes = read_logs(tmp_path, workers=2)
+    monkeypatch.setattr(files_module, "PIECE", 64)  # a piece every few records
+    cut_small = read_logs(tmp_path, workers=0)
+    for name in ("transactions", "events", "rejects", "files", "record_counts", "duplicates"):
+        assert in_processes.tables()[name].equals(whole.tables()[name]), name
+        assert cut_small.tables()[name].equals(whole.tables()[name]), name
+    assert whole.transactions.height == 7
 
 
 def test_money_past_eighteen_places_is_rounded_half_up_and_type_undefined_is_no_type(tmp_path):

@@ -8,7 +8,7 @@ import zlib
 import polars as pl
 import pytest
 
-from calo_assets.events import read_logs
+from calo_assets.reading import read_logs
 from calo_assets.settings import ReadLimits
 from tests.logbuilder import simple_log, start_syncing, tx, write_log, app, invocation, message
 

@@ -9,7 +9,7 @@ format notes demand) ties all 20 to their block, so 8,598 are applied.
 import pytest
 
 from calo_assets.analysis import analyze
-from calo_assets.events import read_logs
+from calo_assets.reading import read_logs
 from calo_assets.settings import Settings
 
 

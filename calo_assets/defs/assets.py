@@ -24,7 +24,9 @@ from calo_assets.analysis import Analysis
 from calo_assets.anomalies import detect_anomalies
 from calo_assets.defs.config import AnalysisConfig
 from calo_assets.defs.resources import InboxFolder, ReportsFolder, StorageFolder, drop_key, file_sha256
-from calo_assets.events import ParsedLogs, combine, read_logs
+from calo_assets.combine import combine
+from calo_assets.parsed import ParsedLogs
+from calo_assets.reading import read_logs
 from calo_assets.ledger import build_ledger
 from calo_assets.outputs import write_all
 from calo_assets.summary import build_summary, currency_totals, ledger_checks

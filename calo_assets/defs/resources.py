@@ -21,7 +21,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from calo_assets.events import ParsedLogs
+from calo_assets.parsed import ParsedLogs
 from calo_assets.files import junk_reason
 
 _CHECKOUT = Path(__file__).resolve().parents[2]

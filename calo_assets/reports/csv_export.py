@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 
 from calo_assets.analysis import Analysis
-from calo_assets.events import TRANSACTION_SCHEMA
+from calo_assets.parsed import TRANSACTION_SCHEMA
 from calo_assets.reports.safe_text import csv_expr
 
 PROVENANCE = ["sourceFile", "line", "endLine", "requestId", "messageId", "timestamp"]

@@ -1,0 +1,69 @@
+"""Stage 4, combine: put the reads of several drops (or files) together, counting each record once.
+
+A file whose bytes were already read is marked `duplicate` and its rows left
+out; a record seen in two overlapping files is kept once. How many rows were
+collapsed is kept per table, so the transaction blocks seen still reconcile.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from calo_assets.parsed import DUPLICATE_SCHEMA, ParsedLogs
+
+#: What makes two rows the same record seen twice (records without a request id are never collapsed).
+DEDUPE_KEYS = {
+    "transactions": ["requestId", "messageId", "id", "timestamp"],
+    "events": ["kind", "requestId", "messageId", "timestamp", "text"],
+    "rejects": ["kind", "requestId", "messageId", "timestamp", "excerpt"],
+}
+
+
+def combine(parts: list[ParsedLogs]) -> ParsedLogs:
+    """Put several reads together (drops of the same export) and collapse exact duplicates.
+
+    A file whose bytes were already read (the same file dropped twice) is marked
+    `duplicate` and its rows are left out: only that read's rows, so an earlier
+    file of the same name with other bytes keeps its own. A record seen twice in
+    different files (overlapping exports) has the same request id, message id,
+    transaction id and timestamp: it is kept once. Records without a request id
+    (INIT_START, metrics) are never collapsed, since two Lambda instances can log
+    those in the same millisecond. How many rows were collapsed is reported per
+    table, and rejected transaction blocks apart (`rejected_blocks`), so the
+    blocks seen still reconcile.
+    """
+    seen: dict[str, str] = {}  # sha256 -> the path first read with those bytes
+    marked: list[pl.DataFrame] = []
+    fresh: dict[str, list[pl.DataFrame]] = {name: [] for name in (*DEDUPE_KEYS, "record_counts")}
+    for part in parts:
+        originals = []
+        for path, sha, status in part.files.select("path", "sha256", "status").iter_rows():
+            originals.append(seen.setdefault(sha, path) if status == "read" else None)
+        files = part.files.with_columns(pl.Series("original", originals, dtype=pl.String)).with_columns(
+            status=pl.when(pl.col("original").is_not_null() & (pl.col("original") != pl.col("path")))
+            .then(pl.lit("duplicate")).otherwise(pl.col("status")))
+        files = files.with_columns(reason=pl.when(pl.col("status") == "duplicate")
+                                   .then(pl.lit("same bytes as ") + pl.col("original") + pl.lit("; counted once"))
+                                   .otherwise(pl.col("reason"))).drop("original")
+        marked.append(files)
+        repeated = files.filter(pl.col("status") == "duplicate")["path"].implode()
+        for name in fresh:
+            fresh[name].append(getattr(part, name).filter(~pl.col("sourceFile").is_in(repeated)))
+    earlier = pl.concat([p.duplicates for p in parts]).group_by("table").agg(pl.col("collapsed").sum())
+    collapsed: dict[str, int] = dict(zip(earlier["table"], earlier["collapsed"]))
+    kept: dict[str, pl.DataFrame] = {}
+    for name, key in DEDUPE_KEYS.items():
+        everything = pl.concat([getattr(p, name) for p in parts], how="vertical")
+        rows = pl.concat(fresh[name], how="vertical")
+        keyed = rows.filter(pl.col("requestId") != "")
+        kept[name] = pl.concat([keyed.unique(subset=key, keep="first", maintain_order=True),
+                                rows.filter(pl.col("requestId") == "")])
+        collapsed[name] = collapsed.get(name, 0) + everything.height - kept[name].height
+        if name == "rejects":
+            blocks = pl.col("kind") == "transaction_block"
+            collapsed["rejected_blocks"] = (collapsed.get("rejected_blocks", 0) + everything.filter(blocks).height
+                                            - kept[name].filter(blocks).height)
+    duplicates = pl.DataFrame({"table": list(collapsed), "collapsed": list(collapsed.values())},
+                              schema=DUPLICATE_SCHEMA).sort("table")
+    return ParsedLogs(files=pl.concat(marked, how="vertical"), record_counts=pl.concat(fresh["record_counts"]),
+                      duplicates=duplicates, **kept)
