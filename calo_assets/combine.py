@@ -46,23 +46,24 @@ def combine(parts: list[ParsedLogs]) -> ParsedLogs:
                                    .then(pl.lit("same bytes as ") + pl.col("original") + pl.lit("; counted once"))
                                    .otherwise(pl.col("reason"))).drop("original")
         marked.append(files)
-        repeated = files.filter(pl.col("status") == "duplicate")["path"].implode()
+        repeated = files.filter(pl.col("status") == "duplicate")["path"]
         for name in fresh:
-            fresh[name].append(getattr(part, name).filter(~pl.col("sourceFile").is_in(repeated)))
+            frame = getattr(part, name)
+            fresh[name].append(frame.filter(~pl.col("sourceFile").is_in(repeated.implode())) if len(repeated) else frame)
     earlier = pl.concat([p.duplicates for p in parts]).group_by("table").agg(pl.col("collapsed").sum())
     collapsed: dict[str, int] = dict(zip(earlier["table"], earlier["collapsed"]))
+    blocks = pl.col("kind") == "transaction_block"
+    seen_rows = {name: sum(getattr(p, name).height for p in parts) for name in DEDUPE_KEYS}
+    seen_blocks = sum(p.rejects.filter(blocks).height for p in parts)
     kept: dict[str, pl.DataFrame] = {}
     for name, key in DEDUPE_KEYS.items():
-        everything = pl.concat([getattr(p, name) for p in parts], how="vertical")
-        rows = pl.concat(fresh[name], how="vertical")
-        keyed = rows.filter(pl.col("requestId") != "")
-        kept[name] = pl.concat([keyed.unique(subset=key, keep="first", maintain_order=True),
-                                rows.filter(pl.col("requestId") == "")])
-        collapsed[name] = collapsed.get(name, 0) + everything.height - kept[name].height
-        if name == "rejects":
-            blocks = pl.col("kind") == "transaction_block"
-            collapsed["rejected_blocks"] = (collapsed.get("rejected_blocks", 0) + everything.filter(blocks).height
-                                            - kept[name].filter(blocks).height)
+        rows = pl.concat(fresh.pop(name), how="vertical", rechunk=False)
+        keyed = pl.col("requestId") != ""  # part of every key: keyed rows never equal unkeyed ones
+        kept[name] = pl.concat([rows.filter(keyed & pl.struct(key).is_first_distinct()), rows.filter(~keyed)],
+                               rechunk=False)
+        collapsed[name] = collapsed.get(name, 0) + seen_rows[name] - kept[name].height
+    collapsed["rejected_blocks"] = (collapsed.get("rejected_blocks", 0) + seen_blocks
+                                    - kept["rejects"].filter(blocks).height)
     duplicates = pl.DataFrame({"table": list(collapsed), "collapsed": list(collapsed.values())},
                               schema=DUPLICATE_SCHEMA).sort("table")
     return ParsedLogs(files=pl.concat(marked, how="vertical"), record_counts=pl.concat(fresh["record_counts"]),

@@ -23,7 +23,7 @@ import polars as pl
 from calo_assets.events import (ALREADY_SYNCED, EXCERPT, FLAG_FALSE, JSON_FORM_FIELDS, LOCK, NOT_IN_SYNC, REFUSAL,
                                 REQUIRED, START_SYNC, SYNC_FAILED, TRANSACTION_STRINGS, Unreadable, as_text,
                                 block_transaction, crash_kind, error_type, inline_value, money)
-from calo_assets.node_inspect import InspectError, flat_fields, parse_inspect
+from calo_assets.node_inspect import InspectError, flat_fields, parse_inspect, printed_number, printed_string
 from calo_assets.parsed import EVENT_SCHEMA, MONEY, MONEY_FIELDS, REJECT_SCHEMA, TRANSACTION_SCHEMA, with_times
 from calo_assets.records import INIT_FIELDS, REPORT_FIELDS
 
@@ -191,7 +191,8 @@ class _Invocations:
 
     def _blocks(self) -> None:
         blocks = self.records.filter(pl.col("kind") == "start_syncing")
-        fields = flat_fields(blocks["text"].str.slice(len(START_SYNC)), TRANSACTION_OPENING, TRANSACTION_CLOSING, 4)
+        fields = flat_fields(blocks["text"].str.slice(len(START_SYNC)), TRANSACTION_OPENING, TRANSACTION_CLOSING, 4,
+                             TRANSACTION_SHAPES)
         fast = _typed_transactions(fields, blocks)
         slow = _python_transactions(blocks.filter(~fast["fast"]))
         self.transaction_rows = pl.concat([fast.filter("fast").drop("fast"), slow.ok], how="diagonal_relaxed")
@@ -331,10 +332,14 @@ class _Invocations:
     def _sync_errors(self) -> None:
         """Not-in-sync objects: the common shape column-wise, the rest through `parse_inspect`."""
         records = self.records.filter(pl.col("kind") == "not_in_sync")
-        fields = flat_fields(records["text"].str.slice(len(NOT_IN_SYNC)), SYNC_ERROR_OPENING, SYNC_ERROR_CLOSING, 2)
-        values = {name: _value(fields, name) for name in ("userId", "subscriptionBalance", "paymentBalance")}
-        fast = fields["simple"] & (values["userId"].text.is_not_null() | _absent(fields, "userId")) \
-            & _number_or_absent(fields, "subscriptionBalance") & _number_or_absent(fields, "paymentBalance")
+        fields = flat_fields(records["text"].str.slice(len(NOT_IN_SYNC)), SYNC_ERROR_OPENING, SYNC_ERROR_CLOSING, 2,
+                             SYNC_ERROR_SHAPES)
+        user = _printed(fields, "userId")
+        balances = {name: printed_number(_printed(fields, name)) for name in ("subscriptionBalance", "paymentBalance")}
+        values = pl.DataFrame({"userId": printed_string(user), **balances})
+        fast = fields["simple"] & (_absent(user) | values["userId"].is_not_null())
+        for name, value in balances.items():
+            fast &= _absent(_printed(fields, name)) | value.is_not_null()
         made, rejects = [], []
         for seq, text in records.filter(~fast).select("seq", "text").iter_rows():
             try:
@@ -351,8 +356,7 @@ class _Invocations:
                                                                 "reason": pl.String})
         slow = pl.DataFrame(made, schema={"seq": pl.UInt32, "userId": pl.String, "subscriptionBalance": MONEY,
                                           "paymentBalance": MONEY})
-        quick = records.with_columns(userId=values["userId"].text, subscriptionBalance=values["subscriptionBalance"].money,
-                                     paymentBalance=values["paymentBalance"].money).filter(fast)
+        quick = records.with_columns(values).filter(fast)
         self.sync_errors = pl.concat([quick, records.join(slow, on="seq")], how="diagonal_relaxed") \
             .with_columns(transactionId=pl.col("current_id"), kind=pl.lit("sync_error"))
 
@@ -389,57 +393,43 @@ class _Invocations:
 
 # -- values ----------------------------------------------------------------------------------------
 
-
-@dataclass
-class _Value:
-    """A member's value by type: each series is null where the value is not of that type."""
-
-    text: pl.Series  # the string, when a string
-    money: pl.Series  # the number, when a number
-    flag: pl.Series  # the boolean, when true or false
+#: The orders in which Node prints the two transaction shapes and the not-in-sync object.
+TRANSACTION_SHAPES = (("id", "type", "source", "action", "userId", "paymentBalance", "updatePaymentBalance",
+                       "metadata", "currency", "amount", "vat", "oldBalance", "newBalance"),
+                      ("id", "userId", "currency", "amount", "vat", "oldBalance", "newBalance"))
+SYNC_ERROR_SHAPES = (("userId", "subscriptionBalance", "paymentBalance"),)
 
 
-def _value(fields: pl.DataFrame, name: str) -> _Value:
-    raw = fields[name] if name in fields.columns else pl.Series(name, [None] * fields.height, dtype=pl.String)
-    quoted = raw.str.starts_with("'")
-    number = raw.str.contains(r"^-?[0-9]")
-    text = pl.select(pl.when(quoted).then(raw.str.slice(1, raw.str.len_chars() - 2))).to_series()
-    amount = pl.select(pl.when(number).then(raw).cast(MONEY)).to_series()
-    flag = pl.select(pl.when(raw == "true").then(True).when(raw == "false").then(False)).to_series()
-    return _Value(text=text, money=amount, flag=flag)
+def _printed(fields: pl.DataFrame, name: str) -> pl.Series:
+    if name in fields.columns:
+        return fields[name]
+    return pl.Series(name, [None] * fields.height, dtype=pl.String)
 
 
-def _absent(fields: pl.DataFrame, name: str) -> pl.Series:
-    if name not in fields.columns:
-        return pl.Series(name, [True] * fields.height, dtype=pl.Boolean)
-    return fields[name].is_null() | fields[name].is_in(["undefined", "null"])
-
-
-def _number_or_absent(fields: pl.DataFrame, name: str) -> pl.Series:
-    return _absent(fields, name) | _value(fields, name).money.is_not_null()
+def _absent(printed: pl.Series) -> pl.Series:
+    """Not logged: missing, `undefined` or `null` (what `_is_absent` calls absent among simple values)."""
+    return printed.is_null() | printed.is_in(["undefined", "null"])
 
 
 def _typed_transactions(fields: pl.DataFrame, blocks: pl.DataFrame) -> pl.DataFrame:
     """The transactions of simple blocks column-wise; `fast` is false where `block_transaction` must decide."""
-    values = {name: _value(fields, name) for name in (*TRANSACTION_STRINGS, *MONEY_FIELDS, "updatePaymentBalance")}
-    absent = {name: _absent(fields, name) for name in values}
-    quoted = {name: values[name].text.is_not_null() for name in values}
-    numeric = {name: values[name].money.is_not_null() for name in values}
+    printed = {name: _printed(fields, name) for name in (*TRANSACTION_STRINGS, *MONEY_FIELDS, "updatePaymentBalance")}
+    text = {name: printed_string(printed[name]) for name in TRANSACTION_STRINGS}
+    number = {name: printed_number(printed[name]) for name in MONEY_FIELDS}
     fast = fields["simple"] & blocks["timestamp"].str.to_datetime("%Y-%m-%dT%H:%M:%S%.3fZ", strict=False).is_not_null()
     for name in TRANSACTION_STRINGS:
-        fast &= absent[name] | quoted[name]
+        fast &= _absent(printed[name]) | text[name].is_not_null()
     for name in MONEY_FIELDS:
-        fast &= absent[name] | numeric[name]
+        fast &= _absent(printed[name]) | number[name].is_not_null()
     for name in REQUIRED:
-        fast &= ~absent[name]
-    kind = values["type"].text
-    fast &= kind.is_null() | kind.is_in(["DEBIT", "CREDIT"])
+        fast &= ~_absent(printed[name])
+    fast &= text["type"].is_null() | text["type"].is_in(["DEBIT", "CREDIT"])
+    flag = printed["updatePaymentBalance"]
     return pl.DataFrame({
-        "fast": fast.fill_null(False), "seq": blocks["seq"],
-        **{name: values[name].text for name in TRANSACTION_STRINGS},
-        **{name: values[name].money for name in MONEY_FIELDS},
-        "updatePaymentBalance": values["updatePaymentBalance"].flag,
-        "shape": pl.select(pl.when(kind.is_null()).then(pl.lit("old")).otherwise(pl.lit("typed"))).to_series(),
+        "seq": blocks["seq"], "fast": fast.fill_null(False), **text, **number,
+        "updatePaymentBalance": pl.select(pl.when(flag == "true").then(True).when(flag == "false").then(False))
+        .to_series(),
+        "shape": pl.select(pl.when(text["type"].is_null()).then(pl.lit("old")).otherwise(pl.lit("typed"))).to_series(),
     })
 
 

@@ -243,35 +243,76 @@ class _Parser:
 
 # -- the common shapes, column-wise ------------------------------------------------------------------
 
-#: A value as Node prints the common cases: a single-quoted string without escapes, a plain
-#: decimal that fits Decimal(38, 18) exactly, or a bare word `parse_inspect` reads the same way.
-SIMPLE_VALUE = r"'[^'\\\n]*'|-?(?:0|[1-9][0-9]{0,19})(?:\.[0-9]{1,18})?|true|false|undefined|null"
+#: A value as Node prints the common cases: a string in single or double quotes whose escapes stand
+#: for the character itself (`\\'`, `\\\\`), a plain decimal that fits Decimal(38, 18) exactly, or a
+#: bare word `parse_inspect` reads the same way. Anything else is left to `parse_inspect`.
+_PLAIN_ESCAPE = r"\\[^ntrbfv0ux\n]"
+SIMPLE_VALUE = (rf"'(?:[^'\\\n]|{_PLAIN_ESCAPE})*'|\"(?:[^\"\\\n]|{_PLAIN_ESCAPE})*\""
+                r"|-?(?:0|[1-9][0-9]{0,19})(?:\.[0-9]{1,18})?|true|false|undefined|null")
 SIMPLE_KEY = r"[A-Za-z0-9_$]+"
 
 
-def flat_fields(texts: pl.Series, opening: str, closing: str, indent: int) -> pl.DataFrame:
-    """The members of flat objects printed one per line, as raw value text per key; a row per text.
+def flat_fields(texts: pl.Series, opening: str, closing: str, indent: int,
+                shapes: tuple[tuple[str, ...], ...] = ()) -> pl.DataFrame:
+    """The members of flat objects printed one per line, as each value's printed text; a row per text.
 
     A text counts as simple when it is exactly `opening`, then lines of
     `<indent spaces>key: value,` (no comma after the last), then `closing`
     (regex fragments), with every value a `SIMPLE_VALUE`: then `parse_inspect`
-    would read the same members. Columns: `simple` (bool) and one column per key
-    seen, holding the value's text as printed (quotes included; the last of a
-    repeated key, as `parse_inspect` keeps it); null when absent or not simple.
+    would read the same members. Texts whose keys come in one of the `shapes`
+    (the orders Node prints) are cut line by line; other simple texts member by
+    member. Columns: `simple`, and one column per key seen with the value as
+    printed (a repeated key keeps its last value, as `parse_inspect` does); null
+    when the key is absent or the text is not simple. `printed_string` and
+    `printed_number` read the values.
     """
     pad = " " * indent
-    member = f"{pad}{SIMPLE_KEY}: (?:{SIMPLE_VALUE})"
-    whole = f"^{opening}(?:{member},\n)*{member}\n{closing}$"
-    frame = pl.DataFrame({"text": texts}).with_row_index("row").with_columns(
-        simple=pl.col("text").str.contains(whole).fill_null(False))
-    pairs = (frame.filter(pl.col("simple"))
-             .select("row", pair=pl.col("text").str.extract_all(f"(?m)^{member}"))
-             .explode("pair")
-             .select("row", parts=pl.col("pair").str.extract_groups(f"^ *({SIMPLE_KEY}): (.*)$"))
-             .unnest("parts")
-             .rename({"1": "key", "2": "value"})
-             .unique(["row", "key"], keep="last", maintain_order=True))
-    if pairs.height == 0:
-        return frame.select("row", "simple")
-    wide = pairs.pivot(on="key", index="row", values="value")
+    value = f"(?:{SIMPLE_VALUE})"
+    skip = opening.count("\\n")  # lines before the first member
+    frame = pl.DataFrame({"text": texts}).with_row_index("row").with_columns(shaped=pl.lit(False))
+    cut: list[pl.DataFrame] = []
+    for keys in shapes:
+        shape = f"^{opening}" + ",\n".join(f"{pad}{key}: {value}" for key in keys) + f"\n{closing}$"
+        frame = frame.with_columns(fits=pl.when(~pl.col("shaped")).then(pl.col("text")).str.contains(shape)
+                                   .fill_null(False))
+        lines = frame.filter("fits").select("row", lines=pl.col("text").str.split("\n"))
+        cut.append(lines.select("row", *[
+            pl.col("lines").list.get(skip + i).str.slice(indent + len(key) + 2).str.strip_suffix(",").alias(key)
+            for i, key in enumerate(keys)]))
+        frame = frame.with_columns(shaped=pl.col("shaped") | pl.col("fits"))
+    member = f"{pad}{SIMPLE_KEY}: {value}"
+    unshaped = pl.when(~pl.col("shaped")).then(pl.col("text"))  # only texts in no known shape are tried whole
+    frame = frame.with_columns(other=unshaped.str.contains(f"^{opening}(?:{member},\n)*{member}\n{closing}$")
+                               .fill_null(False)).with_columns(simple=pl.col("shaped") | pl.col("other"))
+    rest = frame.filter("other")
+    wide = pl.concat([*cut, _member_by_member(rest, pad)], how="diagonal")
     return frame.select("row", "simple").join(wide, on="row", how="left", maintain_order="left")
+
+
+def _member_by_member(simple: pl.DataFrame, pad: str) -> pl.DataFrame:
+    # once the whole text matched, a line starting with the indent is exactly one member
+    pairs = (simple.select("row", line=pl.col("text").str.split("\n"))
+             .explode("line")
+             .filter(pl.col("line").str.starts_with(pad) & ~pl.col("line").str.starts_with(pad + " "))
+             .select("row", parts=pl.col("line").str.slice(len(pad)).str.splitn(": ", 2))
+             .unnest("parts")
+             .select("row", key="field_0", printed=pl.col("field_1").str.strip_suffix(","))
+             .unique(["row", "key"], keep="last"))
+    if pairs.height == 0:
+        return simple.select("row")
+    return pairs.pivot(on="key", index="row", values="printed")
+
+
+def printed_string(printed: pl.Series) -> pl.Series:
+    """The string a quoted `SIMPLE_VALUE` stands for; null for any other value."""
+    quoted = printed.str.starts_with("'") | printed.str.starts_with('"')
+    inner = pl.select(pl.when(quoted).then(printed.str.slice(1).str.head(-1))).to_series()
+    escaped = inner.str.contains("\\", literal=True).fill_null(False).arg_true()
+    if len(escaped):  # rare: undo them apart
+        inner = inner.scatter(escaped, inner.gather(escaped).str.replace_all(r"\\(.)", "${1}"))
+    return inner
+
+
+def printed_number(printed: pl.Series) -> pl.Series:
+    """The exact number an unquoted `SIMPLE_VALUE` stands for; null for any other value."""
+    return printed.cast(pl.Decimal(38, 18), strict=False)

@@ -32,7 +32,7 @@ from calo_assets.events_columnar import read_records
 from calo_assets.files import (FileReport, LimitExceeded, NeedsFullParser, NotALog, RunBudget, longest_fast_line,
                                read_lines, read_pieces, walk)
 from calo_assets.parsed import COUNT_SCHEMA, FILE_SCHEMA, ROW_SCHEMAS, ParsedLogs, with_times
-from calo_assets.records import frame_records, frame_table
+from calo_assets.records import frame_records, frame_table, split_records
 from calo_assets.settings import ReadLimits
 
 #: Bytes on disk per group of files: enough text for the columnar reader to pay off, little enough to hold.
@@ -91,9 +91,11 @@ def read_logs(root: Path, limits: ReadLimits | None = None, only: set[str] | Non
             break
     if capped:
         kept.append(_full_parser_read(capped, limits, budget))
-    tables = {name: pl.concat([read.tables[name] for read in kept] or [_empty(name)], how="vertical", rechunk=True)
+    files = _files_table([f for read in kept for f in read.files])
+    tables = {name: pl.concat([read.tables.pop(name) for read in kept] or [_empty(name)], how="vertical",
+                              rechunk=False)
               for name in (*ROW_SCHEMAS, "record_counts")}
-    return combine([ParsedLogs(files=_files_table([f for read in kept for f in read.files]), **tables)])
+    return combine([ParsedLogs(files=files, **tables)])
 
 
 def _first_files(read: GroupRead, keep: int) -> GroupRead:
@@ -140,24 +142,31 @@ def _read_groups(groups: list[list[Entry]], limits: ReadLimits, workers: int) ->
 def _in_processes(groups: list[list[Entry]], limits: ReadLimits, workers: int) -> Iterator[GroupRead]:
     """Groups read by worker processes, yielded in group order.
 
-    Workers start from a fresh interpreter (forkserver), never a fork of a process
-    whose Polars threads may hold locks; each uses one Polars thread, its core.
+    Workers come from a fork server (a fresh interpreter that preloads this
+    module), never a fork of a process whose Polars threads may hold locks. Each
+    uses one Polars thread, its core: Polars sizes its pool when it is imported,
+    so the fork server starts with POLARS_MAX_THREADS=1 in its environment.
     """
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["calo_assets.reading"])
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
-        yield from pool.map(read_group, groups, [limits] * len(groups))
-
-
-def _one_thread() -> None:
-    os.environ["POLARS_MAX_THREADS"] = "1"
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        saved = os.environ.get("POLARS_MAX_THREADS")
+        os.environ["POLARS_MAX_THREADS"] = "1"
+        try:
+            results = pool.map(read_group, groups, [limits] * len(groups))  # starts the fork server and workers
+        finally:
+            if saved is None:
+                del os.environ["POLARS_MAX_THREADS"]
+            else:
+                os.environ["POLARS_MAX_THREADS"] = saved
+        yield from results
 
 
 def read_group(group: list[Entry], limits: ReadLimits) -> GroupRead:
     """Read consecutive files: the columnar reader for what it vouches for, the full parser for the rest."""
     budget = RunBudget(UNCOUNTED)  # the run's cap is counted by `read_logs`, in file order
     files: list[FileRead] = []
-    pieces: list[pl.DataFrame] = []
+    pieces = _Pieces()
     full: list[int] = []
     for index, (path, rel, skip) in enumerate(group):
         read = FileRead(FileReport(path=rel))
@@ -168,7 +177,7 @@ def read_group(group: list[Entry], limits: ReadLimits) -> GroupRead:
             continue
         before = budget.remaining
         try:
-            pieces += _file_pieces(path, read.report, limits, budget, index)
+            _add_pieces(pieces, path, read.report, limits, budget, index)
         except NeedsFullParser:
             budget.remaining = before
             read.report = FileReport(path=rel)
@@ -180,7 +189,7 @@ def read_group(group: list[Entry], limits: ReadLimits) -> GroupRead:
         except OSError as exc:
             read.report.status, read.report.reason = "refused", f"cannot be read: {exc.strerror or exc}"
         read.taken = before - budget.remaining
-    records, odd = frame_table(pl.concat(pieces) if pieces else _no_pieces(), longest_fast_line(limits))
+    records, odd = frame_table(pieces.table(without=full), longest_fast_line(limits))
     rows = read_records(records, [f.report.path for f in files])
     full = sorted({*full, *odd})
     for index in odd:
@@ -208,23 +217,53 @@ def read_group(group: list[Entry], limits: ReadLimits) -> GroupRead:
     return GroupRead(files, tables)
 
 
-def _file_pieces(path: Path, report: FileReport, limits: ReadLimits, budget: RunBudget,
-                 index: int) -> list[pl.DataFrame]:
+def _add_pieces(pieces: _Pieces, path: Path, report: FileReport, limits: ReadLimits, budget: RunBudget,
+                index: int) -> None:
     if path.stat().st_size == 0:
         report.status, report.reason = "skipped", "empty file"
-        return []
-    pieces, size = [], 0
+        return
+    size = 0
     for first_line, text in read_pieces(path, report, limits, budget):
         size += len(text)
         if size > LARGEST_COLUMNAR_FILE:
             raise NeedsFullParser("more text than the columnar reader holds at once")
-        pieces.append(pl.DataFrame({"file": [index], "first_line": [first_line], "text": [text]},
-                                   schema={"file": pl.Int64, "first_line": pl.Int64, "text": pl.String}))
-    return pieces
+        pieces.add(index, first_line, text)
 
 
-def _no_pieces() -> pl.DataFrame:
-    return pl.DataFrame(schema={"file": pl.Int64, "first_line": pl.Int64, "text": pl.String})
+class _Pieces:
+    """A group's text cut into records, as Polars frames gathered a little at a time (little text waits in Python)."""
+
+    FLUSH = 256 * 1024
+
+    def __init__(self) -> None:
+        self.frames: list[pl.DataFrame] = []
+        self.columns: tuple[list[int], list[int], list[int], list[str]] = ([], [], [], [])
+        self.size = 0
+        self.count = 0
+
+    def add(self, file: int, first_line: int, text: str) -> None:
+        parts = split_records(text)
+        files, pieces, lines, texts = self.columns
+        files += [file] * len(parts)
+        pieces += [self.count] * len(parts)
+        lines += [first_line] * len(parts)
+        texts += parts
+        self.count += 1
+        self.size += len(text)
+        if self.size >= self.FLUSH:
+            self.flush()
+
+    def flush(self) -> None:
+        files, pieces, lines, texts = self.columns
+        self.frames.append(pl.DataFrame({"file": files, "piece": pieces, "first_line": lines, "text": texts},
+                                        schema={"file": pl.Int64, "piece": pl.Int64, "first_line": pl.Int64,
+                                                "text": pl.String}))
+        self.columns, self.size = ([], [], [], []), 0
+
+    def table(self, without: list[int]) -> pl.DataFrame:
+        """Every part but those of the files in `without` (read by the full parser instead)."""
+        self.flush()
+        return pl.concat(self.frames).filter(~pl.col("file").is_in(without))
 
 
 def _in_file_order(frame: pl.DataFrame, order: dict[str, int]) -> pl.DataFrame:

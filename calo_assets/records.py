@@ -99,53 +99,47 @@ def _make(head: tuple[int, str], body: list[str]) -> Record:
 # -- the same framing, column-wise -------------------------------------------------------------------
 
 #: A record's first line, as `TIMESTAMP` above, with the plain digits and the millisecond stamp
-#: CloudWatch writes. A file with a head line this does not match is read by the full parser.
-HEAD = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z "
-ANY_HEAD = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?Z "
+#: CloudWatch writes. A file with a first line in another form is read by the full parser.
+HEAD = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z "
+BEFORE_HEAD = re.compile(rf"\n(?={HEAD})")
+ANY_HEAD = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?Z "
 #: Blank as Python's str.strip() sees it (Rust's whitespace lacks the four ASCII separators).
-BLANK = r"^[\s\x1c-\x1f]*$"
+SPACE = r"[\s\x1c-\x1f]"
+TRAILING_BLANK_LINES = r"(?:\n[[\s\x1c-\x1f]&&[^\n]]*)+$"
 #: `APPLICATION` without its message: a record it reads that `APPLICATION_COLUMNS` does not is odd.
 ANY_APPLICATION = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?Z\t[^\t]*\t[A-Z]+"
 APPLICATION_COLUMNS = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z\t([^\t]*)\t([A-Z]+)\t?"
 
 
-def frame_table(pieces: pl.DataFrame, longest: int) -> tuple[pl.DataFrame, set[int]]:
-    """Records of many pieces of text at once, as `frame_records` frames them, and the files it cannot vouch for.
+def split_records(text: str) -> list[str]:
+    """Whole lines of text cut before each record's first line (CRLF read as LF, as `read_lines` does)."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").removesuffix("\r")
+    return BEFORE_HEAD.split(text)
 
-    `pieces` has one row per piece: `file` (index), `first_line` (number of its first
-    line), `text` (whole lines; a piece after the first of its file starts with a
-    line that could start a record). Returns one row per record (file, line,
-    end_line, timestamp, kind, name, request_id, level, text: the message for
-    application records), and the files that hold what only the line-by-line
-    framing reads the same way: a record's first line in another form than
-    CloudWatch's, an application record whose second time stamp is in another
-    form, text before the first record, a line longer than `longest` bytes.
-    Their records are left out.
+
+def frame_table(parts: pl.DataFrame, longest: int) -> tuple[pl.DataFrame, set[int]]:
+    """Records of many files at once, as `frame_records` frames them, and the files it cannot vouch for.
+
+    `parts` holds the `split_records` parts of pieces of text in file order:
+    `file` (index), `piece` (number), `first_line` (the piece's first line
+    number), `text`. Returns one row per record (file, line, end_line, timestamp,
+    kind, name, request_id, level, text: the message for application records),
+    and the files that hold what only the line-by-line framing reads the same
+    way: a first line in another form than CloudWatch's (also inside an
+    application record's second time stamp), text before a file's first record,
+    a record longer than `longest` bytes. Their records are left out.
     """
-    lines = (pieces.with_row_index("piece")
-             .with_columns(pl.col("text").str.split("\n"))
-             .explode("text")
-             .with_columns(line=pl.col("first_line") + pl.int_range(pl.len()).over("piece"),
-                           last=pl.int_range(pl.len()).over("piece") == pl.len().over("piece") - 1)
-             .filter(~(pl.col("last") & (pl.col("text") == "")))  # the end of a piece's last line
-             .with_columns(pl.col("text").str.strip_suffix("\r"))
-             .with_columns(head=pl.col("text").str.contains(HEAD), blank=pl.col("text").str.contains(BLANK))
-             .with_columns(record=pl.col("head").cum_sum().over("piece")))
-    odd = lines.filter((~pl.col("head") & pl.col("text").str.contains(ANY_HEAD))
-                       | ((pl.col("record") == 0) & ~pl.col("blank"))
+    parts = parts.with_columns(lines=pl.col("text").str.count_matches("\n") + 1).with_columns(
+        line=pl.col("first_line") + pl.col("lines").cum_sum().over("piece") - pl.col("lines"),
+        head=pl.col("text").str.contains(f"^{HEAD}"))
+    odd = parts.filter((~pl.col("head") & ~pl.col("text").str.contains(f"^{SPACE}*$"))
+                       | pl.col("text").str.contains(f"\n{ANY_HEAD}")
                        | (pl.col("text").str.len_bytes() > longest))
-    kept = (lines.filter(pl.col("record") > 0)
-            .with_columns(end_line=pl.col("line").filter(~pl.col("blank")).max().over("piece", "record"))
-            .filter(pl.col("line") <= pl.col("end_line")))
-    records = (kept.group_by("piece", "record", maintain_order=True)
-               .agg(pl.col("file").first(), pl.col("line").first(), pl.col("end_line").first(),
-                    pl.col("text").first().alias("first"), pl.col("text").slice(1).str.join("\n").alias("body"),
-                    pl.len().alias("lines")))
-    records = records.select(
-        "file", "line", "end_line",
-        timestamp=pl.col("first").str.slice(0, 24),
-        text=pl.when(pl.col("lines") > 1).then(pl.col("first").str.slice(25) + "\n" + pl.col("body"))
-        .otherwise(pl.col("first").str.slice(25)))
+    records = (parts.filter("head")
+               .with_columns(text=pl.col("text").str.replace(TRAILING_BLANK_LINES, ""))
+               .select("file", "line", end_line=pl.col("line") + pl.col("text").str.count_matches("\n"),
+                       timestamp=pl.col("text").str.slice(0, 24), text=pl.col("text").str.slice(25)))
     odd_app = records.filter(pl.col("text").str.contains(ANY_APPLICATION)
                              & ~pl.col("text").str.contains(APPLICATION_COLUMNS))
     odd_files = set(odd["file"].to_list()) | set(odd_app["file"].to_list())
@@ -153,25 +147,25 @@ def frame_table(pieces: pl.DataFrame, longest: int) -> tuple[pl.DataFrame, set[i
 
 
 def _classify(records: pl.DataFrame) -> pl.DataFrame:
-    """Kind, platform name, request id, level and message of each framed record, as `_make` decides them."""
-    app = pl.col("text").str.extract_groups(APPLICATION_COLUMNS)
-    word = pl.col("text").str.extract(r"^([^ \t]*)")
-    is_app = pl.col("text").str.contains(APPLICATION_COLUMNS)
-    return (records.with_columns(app=app, word=word, is_app=is_app)
-            .with_columns(
-                kind=pl.when(pl.col("is_app")).then(pl.lit("application"))
-                .when(pl.col("text").str.starts_with("{")).then(pl.lit("metric"))
-                .when(pl.col("word").is_in(PLATFORM_WORDS) | pl.col("text").str.starts_with(RUNTIME_ERROR))
-                .then(pl.lit("platform")).otherwise(pl.lit("unrecognised")),
-                name=pl.when(pl.col("is_app") | pl.col("text").str.starts_with("{")).then(pl.lit(""))
-                .when(pl.col("word").is_in(PLATFORM_WORDS)).then(pl.col("word"))
-                .when(pl.col("text").str.starts_with(RUNTIME_ERROR)).then(pl.lit("RUNTIME_ERROR"))
-                .otherwise(pl.lit("")),
-                request_id=pl.when(pl.col("is_app")).then(pl.col("app").struct.field("1"))
-                .when(pl.col("word").is_in(PLATFORM_WORDS))
-                .then(pl.col("text").str.extract(REQUEST_ID.pattern).fill_null(""))
-                .otherwise(pl.lit("")),
-                level=pl.when(pl.col("is_app")).then(pl.col("app").struct.field("2")).otherwise(pl.lit("")),
-                text=pl.when(pl.col("is_app")).then(pl.col("text").str.replace(APPLICATION_COLUMNS, ""))
-                .otherwise(pl.col("text")))
-            .drop("app", "word", "is_app"))
+    """Kind, platform name, request id, level and message of each framed record, as `_make` decides them.
+
+    Each costly expression is asked only of the records it concerns (a masked text is null).
+    """
+    text = pl.col("text")
+    app = text.str.extract_groups(f"({APPLICATION_COLUMNS})")
+    records = records.with_columns(app=app).with_columns(is_app=pl.col("app").struct.field("1").is_not_null())
+    other = pl.when(~pl.col("is_app")).then(text)
+    records = records.with_columns(word=other.str.extract(r"^([^ \t]*)"))
+    platform_word = pl.col("word").is_in(PLATFORM_WORDS)
+    runtime_error = other.str.starts_with(RUNTIME_ERROR).fill_null(False)
+    metric = other.str.starts_with("{").fill_null(False)
+    return records.select(
+        "file", "line", "end_line", "timestamp",
+        kind=pl.when("is_app").then(pl.lit("application")).when(metric).then(pl.lit("metric"))
+        .when(platform_word | runtime_error).then(pl.lit("platform")).otherwise(pl.lit("unrecognised")),
+        name=pl.when("is_app").then(pl.lit("")).when(metric).then(pl.lit(""))
+        .when(platform_word).then("word").when(runtime_error).then(pl.lit("RUNTIME_ERROR")).otherwise(pl.lit("")),
+        request_id=pl.when("is_app").then(pl.col("app").struct.field("2"))
+        .otherwise(pl.when(~metric & platform_word).then(text).str.extract(REQUEST_ID.pattern).fill_null("")),
+        level=pl.when("is_app").then(pl.col("app").struct.field("3")).otherwise(pl.lit("")),
+        text=pl.when("is_app").then(text.str.slice(pl.col("app").struct.field("1").str.len_chars())).otherwise(text))
