@@ -239,6 +239,7 @@ class _Invocations:
         if forms.height:
             messages = forms.select(self.message).unique()
             members = (self.records.join(messages, on=self.message)
+                       .with_columns(message_end=pl.col("seq").max().over(self.message))
                        .filter(pl.col("kind").is_in(["transaction_json"]) | pl.col("tx_id").is_not_null())
                        .sort("seq"))
             for _, group in members.group_by(self.message, maintain_order=True):
@@ -249,7 +250,7 @@ class _Invocations:
     def _merge_message(self, group: pl.DataFrame, rejects: list[dict]) -> None:
         in_message: dict[str, int] = {}
         pending: dict[str, tuple[int, dict]] = {}
-        last_seq = group["seq"].max()
+        last_seq = group["message_end"][0]
         for row in group.iter_rows(named=True):
             if row["tx_id"] is not None:
                 in_message[row["tx_id"]] = row["seq"]

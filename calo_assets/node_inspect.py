@@ -52,6 +52,8 @@ class Placeholder:
     text: str
 
 
+#: Node never prints more than a few levels; a deeper text is hostile and refused before Python's stack ends.
+MAX_DEPTH = 100
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "v": "\v", "0": "\0"}
 _WORDS = {"true": True, "false": False, "null": None, "undefined": UNDEFINED}
 _NUMBER_CHARS = set("0123456789+-.eE")
@@ -72,6 +74,7 @@ class _Parser:
     def __init__(self, text: str):
         self.text = text
         self.pos = 0
+        self.depth = 0
 
     def skip_blank(self) -> None:
         text, pos = self.text, self.pos
@@ -85,6 +88,12 @@ class _Parser:
 
     def value(self):
         ch = self.peek()
+        while ch == "<":  # `<ref *1> { ... }` marks a circular target
+            end = self.text.find(">", self.pos)
+            if end < 0:
+                raise InspectError("unclosed <ref> marker", self.pos)
+            self.pos = end + 1
+            ch = self.peek()
         if not ch:
             raise InspectError("unexpected end of text", self.pos)
         if ch == "{":
@@ -93,23 +102,25 @@ class _Parser:
             return self.array_or_placeholder()
         if ch in "'\"`":
             return self.string()
-        if ch == "<":  # `<ref *1> { ... }` marks a circular target
-            end = self.text.find(">", self.pos)
-            if end < 0:
-                raise InspectError("unclosed <ref> marker", self.pos)
-            self.pos = end + 1
-            return self.value()
         if ch in "-+" or ch.isdigit():
             return self.number()
         return self.bare_word()
 
+    def nested(self) -> None:
+        """One level deeper; a hostile text nested beyond MAX_DEPTH is an error, not a crash of the stack."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise InspectError(f"nested deeper than {MAX_DEPTH} levels", self.pos)
+
     def object(self) -> dict:
+        self.nested()
         self.pos += 1  # {
         result: dict = {}
         while True:
             ch = self.peek()
             if ch == "}":
                 self.pos += 1
+                self.depth -= 1
                 return result
             if not ch:
                 raise InspectError("object not closed", self.pos)
@@ -134,10 +145,12 @@ class _Parser:
             self.pos = end + 1
             return Placeholder(self.text[start : end + 1])
         result: list = []
+        self.nested()
         while True:
             ch = self.peek()
             if ch == "]":
                 self.pos += 1
+                self.depth -= 1
                 return result
             if not ch:
                 raise InspectError("array not closed", start)
