@@ -81,37 +81,45 @@ def junk_reason(relative: str) -> str | None:
 
 
 def walk(root: Path) -> Iterator[tuple[Path, str, str | None]]:
-    """Yield (path, relative name, skip reason or None) for every file under root, sorted.
+    """Yield (path, relative name, skip reason or None) for every file under root, folders first-come, names sorted.
 
     Symlinks are read only when they stay inside the input folder; folders that
     are symlinks are never descended (their target, when inside, is walked anyway).
+    A folder that cannot be listed is yielded with the reason, where its files would be.
     """
     root = root.resolve()
-    unreadable: list[OSError] = []
-    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable.append):
-        while unreadable:  # a folder os.walk could not list: said, not silently passed over
-            err = unreadable.pop()
-            where = Path(err.filename or dirpath)
-            yield where, where.relative_to(root).as_posix(), f"folder cannot be read: {err.strerror or err}"
-        dirnames.sort()
-        here = Path(dirpath)
-        for d in list(dirnames):
-            if (here / d).is_symlink():
-                dirnames.remove(d)
-                rel = (here / d).relative_to(root).as_posix()
-                yield here / d, rel, "symlinked folder not followed"
-        for name in sorted(filenames):
-            path = here / name
-            rel = path.relative_to(root).as_posix()
-            if path.is_symlink():
-                target = path.resolve()
-                if not target.is_relative_to(root):
-                    yield path, rel, "symlink pointing outside the input folder, not followed"
-                    continue
-                if not target.is_file():
-                    yield path, rel, "symlink to something that is not a file"
-                    continue
-            yield path, rel, junk_reason(rel)
+    stack: list[tuple[str, str]] = [(str(root), "")]
+    while stack:
+        folder, prefix = stack.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as err:
+            yield Path(folder), prefix.rstrip("/"), f"folder cannot be read: {err.strerror or err}"
+            continue
+        folders, files = [], []
+        for entry in entries:
+            try:
+                is_folder = entry.is_dir()  # a symlink to a folder counts as one, as os.walk counts it
+            except OSError:
+                is_folder = False
+            (folders if is_folder else files).append(entry)
+        for entry in folders:
+            if entry.is_symlink():
+                yield Path(entry.path), prefix + entry.name, "symlinked folder not followed"
+        for entry in files:
+            yield Path(entry.path), prefix + entry.name, _file_skip(root, entry, prefix + entry.name)
+        stack += [(e.path, prefix + e.name + "/") for e in reversed(folders) if not e.is_symlink()]
+
+
+def _file_skip(root: Path, entry: os.DirEntry, rel: str) -> str | None:
+    if entry.is_symlink():
+        target = Path(entry.path).resolve()
+        if not target.is_relative_to(root):
+            return "symlink pointing outside the input folder, not followed"
+        if not target.is_file():
+            return "symlink to something that is not a file"
+    return junk_reason(rel)
 
 
 def read_chunks(path: Path, report: FileReport, limits: ReadLimits, budget: RunBudget) -> Iterator[bytes]:

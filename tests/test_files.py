@@ -187,3 +187,19 @@ def test_a_folder_that_cannot_be_listed_is_reported(tmp_path, monkeypatch):
     reasons = dict(zip(parsed.files["path"], parsed.files["reason"]))
     assert reasons["locked"] == "folder cannot be read: Permission denied"
     assert parsed.transactions.height == 1
+
+
+def test_an_unreadable_folder_is_reported_even_when_it_comes_last(tmp_path, monkeypatch):
+    simple_log(tmp_path, [tx()], name="a-ok/000000.gz")
+    (tmp_path / "z-locked").mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if str(path).endswith("z-locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    parsed = read_logs(tmp_path)
+    assert dict(zip(parsed.files["path"], parsed.files["reason"]))["z-locked"] == \
+        "folder cannot be read: Permission denied"
