@@ -169,10 +169,12 @@ class _Invocations:
                    .sort("file", "first_pos", "timestamp", "line")
                    .with_row_index("seq")
                    .with_columns(processing_id=pl.col("text").str.extract(PROCESSING)))
-        invocation = ["file", "first_pos"]
+        # invocations and their messages are runs of this order: number them with running sums, not windows
+        starts = (pl.col("first_pos") != pl.col("first_pos").shift()).fill_null(True)
+        processing = pl.col("processing_id").is_not_null()
         records = records.with_columns(
-            message_no=pl.col("processing_id").is_not_null().cum_sum().over(invocation),
-            message_id=pl.col("processing_id").forward_fill().over(invocation).fill_null(""))
+            message=(starts | processing).cum_sum(),
+            message_id=pl.when(processing).then("processing_id").when(starts).then(pl.lit("")).forward_fill())
         kind = pl.lit(None, pl.String)
         for name, test in reversed(MESSAGE_KINDS):
             kind = pl.when(test).then(pl.lit(name)).otherwise(kind)
@@ -181,7 +183,7 @@ class _Invocations:
         self.records = records.with_columns(
             kind=pl.when(pl.col("processing_id").is_not_null()).then(pl.lit("processing_message"))
             .otherwise(pl.coalesce(kind, other)))
-        self.message = ["file", "first_pos", "message_no"]
+        self.message = ["message"]
         self._blocks()
         self._refusals()
         self._json_forms()
@@ -199,11 +201,13 @@ class _Invocations:
         self.block_rejects = slow.rejects
         ok = self.transaction_rows.select("seq", "id", "userId")
         # the message's transaction each later record belongs to (a rejected block changes nothing)
-        self.records = (self.records.join(ok.rename({"id": "tx_id", "userId": "tx_user"}), on="seq", how="left")
-                        .with_columns(current=pl.when(pl.col("tx_id").is_not_null()).then(pl.col("seq"))
-                                      .forward_fill().over(self.message))
-                        .with_columns(current_id=pl.col("tx_id").forward_fill().over(self.message),
-                                      current_user=pl.col("tx_user").forward_fill().over(self.message)))
+        first_in_message = (pl.col("message") != pl.col("message").shift()).fill_null(True)
+        self.records = (self.records.join(ok.rename({"id": "tx_id", "userId": "tx_user"}), on="seq", how="left",
+                                          maintain_order="left")
+                        .with_columns(current=pl.when(pl.col("tx_id").is_not_null()).then(pl.col("seq").cast(pl.Int64))
+                                      .when(first_in_message).then(-1).forward_fill().replace(-1, None))
+                        .join(ok.select(pl.col("seq").cast(pl.Int64).alias("current"), current_id="id",
+                                        current_user="userId"), on="current", how="left", maintain_order="left"))
 
     def _refusals(self) -> None:
         """Refusals bind by transaction id to a block logged before them in the message (the last of that id)."""

@@ -130,8 +130,10 @@ def frame_table(parts: pl.DataFrame, longest: int) -> tuple[pl.DataFrame, set[in
     application record's second time stamp), text before a file's first record,
     a record longer than `longest` bytes. Their records are left out.
     """
+    before = pl.col("lines").cum_sum() - pl.col("lines")  # lines of all earlier parts; pieces are runs
     parts = parts.with_columns(lines=pl.col("text").str.count_matches("\n") + 1).with_columns(
-        line=pl.col("first_line") + pl.col("lines").cum_sum().over("piece") - pl.col("lines"),
+        line=pl.col("first_line") + before
+        - pl.when(pl.col("piece") != pl.col("piece").shift()).then(before).forward_fill().fill_null(0),
         head=pl.col("text").str.contains(f"^{HEAD}"))
     odd = parts.filter((~pl.col("head") & ~pl.col("text").str.contains(f"^{SPACE}*$"))
                        | pl.col("text").str.contains(f"\n{ANY_HEAD}")
