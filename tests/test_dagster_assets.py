@@ -30,7 +30,9 @@ DOWNSTREAM = [parsed_events, sync_errors, ledger, anomalies, reports, *CHECKS]
 BLOCKING = {"transactions_schema", "rejects_schema", "ledger_schema", "reconciliation", "anomalies_schema"}
 WARN = {"balance_mismatches", "continuity_breaks", "overdrafts", "attempted_overdrafts", "out_of_sync",
         "anomalies_by_type"}
-REPORT_METADATA = {"folder", "files", "drops", "checks_passed", "currency_totals", "summary"}
+NOT_BLOCKING_ERROR = {"all_drops_parsed"}
+REPORT_METADATA = {"folder", "files", "drops", "checks_passed", "currency_totals", "summary", "complete",
+                   "missing_drops", "failures"}
 REPORT_FILES = {"report.xlsx", "report.html", "raw_parsed.csv", "summary.json"}
 
 
@@ -88,13 +90,14 @@ def test_the_definitions_load():
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
         "raw_log_drops", "parsed_drop", "parsed_events", "sync_errors", "ledger", "anomalies", "reports"}
-    assert {k.name for k in graph.asset_check_keys} == BLOCKING | WARN
+    assert {k.name for k in graph.asset_check_keys} == BLOCKING | WARN | NOT_BLOCKING_ERROR
     assert all(graph.get(k).blocking == (k.name in BLOCKING) for k in graph.asset_check_keys)
     stated = {(asset, name) for asset, names in assets_module.BLOCKING_CHECKS.items() for name in names}
     assert stated == {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys if graph.get(k).blocking}
-    assert {s.name for s in defs.sensors} == {"log_drop_sensor", "rebuild_after_drops"}
+    assert {s.name for s in defs.sensors} == {"log_drop_sensor", "rebuild_after_drops", "record_run_failures"}
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in defs.sensors)
-    assert set(defs.resources) == {"inbox", "storage", "reports_folder"}
+    assert set(defs.resources) == {"inbox", "storage", "reports_folder", "failure_webhook"}
+    assert all(a.op.retry_policy == assets_module.RETRY for a in defs.assets)
 
 
 def test_the_whole_graph_on_a_generated_drop(service: Service):
@@ -104,8 +107,8 @@ def test_the_whole_graph_on_a_generated_drop(service: Service):
     assert result.success
 
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert set(evaluations) == BLOCKING | WARN
-    assert all(evaluations[name].passed for name in BLOCKING)
+    assert set(evaluations) == BLOCKING | WARN | NOT_BLOCKING_ERROR
+    assert all(evaluations[name].passed for name in BLOCKING | NOT_BLOCKING_ERROR)
     assert all(evaluations[name].severity == dg.AssetCheckSeverity.WARN for name in WARN)
 
     cli = analyze(read_logs(service.inbox), Settings())
@@ -121,6 +124,7 @@ def test_the_whole_graph_on_a_generated_drop(service: Service):
         assert path == folder / name and path.stat().st_size == entry["size"] and sha256(path) == entry["sha256"]
         assert sha256(service.reports_root / "latest" / name) == entry["sha256"]
     assert meta["drops"] == [key] and meta["checks_passed"] is True
+    assert meta["complete"] is True and meta["missing_drops"] == [] and meta["failures"] == []
 
     summary = json.loads((folder / "summary.json").read_text())
     assert summary == cli_summary(service.inbox)  # the service and the CLI agree, figure for figure
