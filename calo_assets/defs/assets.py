@@ -27,7 +27,7 @@ import polars as pl
 
 from calo_assets.analysis import Analysis, Coverage, summarize
 from calo_assets.anomalies import detect_anomalies
-from calo_assets.defs.config import AnalysisConfig
+from calo_assets.defs.config import AnalysisConfig, refuse
 from calo_assets.defs.coverage import EAGER_UNTIL_DROPS_SETTLE, missing_drops
 from calo_assets.defs.failures import failures_since
 from calo_assets.defs.resources import (MANIFEST, InboxFolder, ReportsFolder, StorageFolder, drop_key,
@@ -135,7 +135,7 @@ def raw_log_drops(context: dg.AssetExecutionContext, config: DropManifest, inbox
     elif storage.has("drops", key, "raw"):
         files = storage.manifest(key)
     else:
-        raise dg.Failure(f"drop {key} has no file list: drops are registered by the drop sensor")
+        raise refuse(f"drop {key} has no file list: drops are registered by the drop sensor")
     changed = []
     for f in files:
         if f["skip"]:
@@ -197,7 +197,7 @@ def parsed_events(context: dg.AssetExecutionContext, storage: StorageFolder) -> 
     for drop in missing:
         context.log.warning(f"drop {drop['drop']} ({len(drop['files'])} file(s)) left out: {drop['reason']}")
     if not covered:
-        raise dg.Failure("no drop has been parsed yet: put log files in the inbox and let the drop sensor see them")
+        raise refuse("no drop has been parsed yet: put log files in the inbox and let the drop sensor see them")
     parsed = combine([storage.parsed(("drops", k, "parsed")) for k in covered])
     storage.write(PARSED_EVENTS, parsed.tables(), {COVERAGE_DOC: {"drops": covered, "missing_drops": missing}})
     return dg.MaterializeResult(metadata={**parsed_metadata(parsed), "drops": dg.MetadataValue.json(covered),
