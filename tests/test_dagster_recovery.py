@@ -24,11 +24,11 @@ from calo_assets.run_launcher import LocalProcessRunLauncher, worker_alive
 from test_dagster_assets import Service, cli_summary, metadata
 
 pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
-DOWNSTREAM = {a.key for a in (parsed_events, reports)}
+REBUILT = {a.key for a in (parsed_events, reports)}  # the first and the last asset a rebuild requests
 
 
-def fail_to_parse(service: Service, monkeypatch, broken: str) -> dg.ExecuteInProcessResult:
-    """Run the drop `broken` (already in the inbox and registered) with a parser that raises on it."""
+def fail_to_parse(service: Service, monkeypatch, broken: str) -> str:
+    """Make a drop of the new files in the inbox, whose parse raises on the paths holding `broken`; its key."""
     real = assets_module.read_logs
 
     def read_logs(root, **kwargs):
@@ -54,7 +54,7 @@ class Drops(Service):
     def automation_requests(self) -> set[dg.AssetKey]:
         result = dg.evaluate_automation_conditions(defs=defs, instance=self.instance, cursor=self.automation_cursor)
         self.automation_cursor = result.cursor
-        return {k for k in DOWNSTREAM if result.get_requested_partitions(k)}
+        return {k for k in REBUILT if result.get_requested_partitions(k)}
 
 
 def put_log(service: Service, folder: str, seed: int) -> None:
@@ -66,14 +66,14 @@ def test_a_given_up_drop_makes_the_report_incomplete_until_it_is_parsed(tmp_path
     assert service.automation_requests() == set()
     put_log(service, "good", seed=21)
     good = service.drop()
-    assert service.automation_requests() == DOWNSTREAM
+    assert service.automation_requests() == REBUILT
     assert service.rebuild().success
     assert service.automation_requests() == set()
 
     put_log(service, "broken", seed=22)
     broken = fail_to_parse(service, monkeypatch, "broken/")
     assert drop_states(service.instance, [broken])[broken].startswith("parse run ")  # no retries here: given up
-    assert service.automation_requests() == DOWNSTREAM  # a drop given up is news: the report must say so
+    assert service.automation_requests() == REBUILT  # a drop given up is news: the report must say so
     result = service.rebuild()
     assert result.success  # the failing check does not stop the report
     check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "all_drops_parsed")
@@ -97,7 +97,7 @@ def test_a_given_up_drop_makes_the_report_incomplete_until_it_is_parsed(tmp_path
     # re-materializing the drop (the partition's Materialize button) brings it back in
     again = dg.materialize([parsed_drop], partition_key=broken, resources=service.resources, instance=service.instance)
     assert again.success
-    assert service.automation_requests() == DOWNSTREAM
+    assert service.automation_requests() == REBUILT
     meta = metadata(service.rebuild(), "reports")
     assert meta["complete"] is True and meta["missing_drops"] == [] and meta["drops"] == [good, broken]
     assert meta["failures"] == []  # listed once, by the version after the failure
@@ -110,7 +110,7 @@ def test_automation_waits_while_a_failed_drop_will_be_retried(tmp_path, monkeypa
     assert service.automation_requests() == set()
     put_log(service, "good", seed=23)
     service.drop()
-    assert service.automation_requests() == DOWNSTREAM
+    assert service.automation_requests() == REBUILT
     service.rebuild()
     assert service.automation_requests() == set()
     put_log(service, "flaky", seed=24)
@@ -121,7 +121,7 @@ def test_automation_waits_while_a_failed_drop_will_be_retried(tmp_path, monkeypa
     assert service.automation_requests() == set()
     service.instance.add_run_tags(run.run_id, {"dagster/will_retry": "false"})  # retries spent
     assert drop_states(service.instance, [flaky])[flaky].startswith(f"parse run {run.run_id[:8]} failed")
-    assert service.automation_requests() == DOWNSTREAM
+    assert service.automation_requests() == REBUILT
 
 
 def test_a_failed_run_is_described_by_its_step_and_the_error_it_raised(tmp_path, monkeypatch):
