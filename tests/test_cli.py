@@ -36,6 +36,8 @@ def test_writes_summary_and_reports_and_prints_a_closing_screen(logs, tmp_path):
     assert summary["currencies"]["BHD"]["debit"] == "16.0000" and summary["currencies"]["SAR"]["debit"] == "57.500"
     assert set(summary["files"]) >= {"read", "skipped", "truncated"}
     assert set(summary["outcomes"]) == {"applied", "already_synced", "failed", "refused", "unknown"}
+    # the CLI reads the whole folder it is given: its report is complete and lists no failed run
+    assert summary["complete"] is True and summary["missing_drops"] == [] and summary["failures"] == []
     assert {p.name for p in out.iterdir()} >= {"summary.json", "report.xlsx", "report.html", "raw_parsed.csv"}
     assert "BHD" in done.stdout and "balance_mismatch 1" in done.stdout and "wrote" in done.stdout
 

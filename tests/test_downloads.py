@@ -28,7 +28,8 @@ import requests
 from openpyxl import load_workbook
 
 import calo_assets.defs
-from calo_assets.defs.resources import InboxFolder, ReportsFolder, StorageFolder, drop_key, file_sha256
+from calo_assets.defs import assets as assets_module
+from calo_assets.defs.resources import FailureWebhook, InboxFolder, ReportsFolder, StorageFolder, drop_key, file_sha256
 from calo_assets.downloads.auth import verify_password
 from logbuilder import simple_log, tx
 
@@ -69,17 +70,18 @@ class Pipeline:
             self.defs = dg.load_definitions_from_package_module(calo_assets.defs, resources={
                 "inbox": InboxFolder(path=str(self.inbox), settle_seconds=0),
                 "storage": StorageFolder(path=str(root / "storage")),
-                "reports_folder": ReportsFolder(path=str(root / "reports"))})
+                "reports_folder": ReportsFolder(path=str(root / "reports")),
+                "failure_webhook": FailureWebhook()})
 
-    def drop(self, name: str, transactions: list[dict]) -> str:
-        """One drop of one log file, registered and run as the drop sensor would."""
+    def drop(self, name: str, transactions: list[dict], parses: bool = True) -> str:
+        """One drop of one log file, registered and run as the drop sensor would (`parses`: whether it succeeds)."""
         path = simple_log(self.inbox, transactions, name=name)
         rel = path.relative_to(self.inbox).as_posix()
         files = [{"path": rel, "size": path.stat().st_size, "sha256": file_sha256(path), "skip": ""}]
         key = drop_key([(rel, files[0]["sha256"])])
         self.instance.add_dynamic_partitions("drops", [key])
         self._materialize(["raw_log_drops", "parsed_drop"], partition_key=key,
-                          run_config={"ops": {"raw_log_drops": {"config": {"files": files}}}})
+                          run_config={"ops": {"raw_log_drops": {"config": {"files": files}}}}, succeeds=parses)
         return key
 
     def report(self) -> dg.EventLogRecord:
@@ -88,10 +90,10 @@ class Pipeline:
         self.versions.append(self.instance.fetch_materializations(dg.AssetKey("reports"), limit=1).records[0])
         return self.versions[-1]
 
-    def _materialize(self, selection: list[str], **kwargs) -> None:
+    def _materialize(self, selection: list[str], succeeds: bool = True, **kwargs) -> None:
         result = dg.materialize([*self.defs.assets, *self.defs.asset_checks], selection=selection,
-                                instance=self.instance, resources=self.defs.resources, **kwargs)
-        assert result.success
+                                instance=self.instance, resources=self.defs.resources, raise_on_error=False, **kwargs)
+        assert result.success == succeeds
 
 
 def recorded_files(record: dg.EventLogRecord) -> dict[str, dict]:
@@ -237,6 +239,12 @@ def accountant(server) -> requests.Session:
 @pytest.fixture(scope="module")
 def auditor(server) -> requests.Session:
     return signed_in(server.base, "bob")
+
+
+def test_the_versions_page_says_each_version_is_complete(server, pipeline, accountant):
+    page = accountant.get(server.base + "/", timeout=10).text
+    assert page.count('<span class="badge ok">complete</span>') == len(pipeline.versions)
+    assert "incomplete" not in page and "failed run" not in page
 
 
 # -- access control -------------------------------------------------------------------------------------------
@@ -475,3 +483,27 @@ def test_add_user_stores_only_a_salted_scrypt_hash(tmp_path):
     assert verify_password("same-password-123", stored[0]) and not verify_password("same-password-124", stored[0])
     refused = downloads_cli("add-user", "fay", "--role", "auditor", "--password-stdin", env=env, stdin="short\n")
     assert refused.returncode == 2 and "at least 12" in refused.stderr
+
+
+def test_an_incomplete_version_is_badged_with_its_missing_drops_and_failures(server, pipeline, accountant, auditor,
+                                                                               monkeypatch):
+    def raising(*args, **kwargs):
+        raise dg.Failure("the parser raised", allow_retries=False)
+
+    monkeypatch.setattr(assets_module, "read_logs", raising)
+    broken = pipeline.drop("2024-01-15-[$LATEST]f/000000.gz", [tx(user="user-fff")], parses=False)
+    monkeypatch.undo()
+    record = pipeline.report()
+    meta = record.asset_materialization.metadata
+    assert meta["complete"].value is False and meta["missing_drops"].value[0]["drop"] == broken
+    (failure,) = meta["failures"].value
+    for session, run_link in ((accountant, True), (auditor, False)):
+        page = session.get(server.base + "/", timeout=10).text
+        assert "The newest report is incomplete" in page
+        newest = page.split(f'id="v{record.storage_id}"')[1].split("</article>")[0]
+        assert '<span class="badge bad">incomplete</span>' in newest and "1 failed run(s)" in newest
+        assert broken in newest and "2024-01-15-[$LATEST]f/000000.gz" in newest and "the parser raised" in newest
+        assert (f'href="{DAGSTER_URL}/runs/{failure["run_id"]}"' in newest) == run_link
+        older = page.split(f'id="v{pipeline.versions[-2].storage_id}"')[1]
+        assert "incomplete" not in older.split("</article>")[0]
+

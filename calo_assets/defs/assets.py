@@ -7,7 +7,12 @@ manager: a downstream asset reads what its upstream wrote, by a fixed path.
 
 `raw_log_drops` and `parsed_drop` are partitioned by drop (the set of new files
 the drop sensor saw settle in one tick); everything from `parsed_events` on is
-one table over all drops, rebuilt by declarative automation when a drop lands.
+one table over all drops, rebuilt by declarative automation when a drop lands
+(or is given up: see `coverage.py`).
+
+Every asset is retried within its run when it raises (RETRY: after 5 s, then
+15 s): each attempt rewrites the same folder whole, so a retry can never count a
+drop twice or leave half a table.
 """
 
 import json
@@ -20,18 +25,23 @@ from decimal import Decimal
 import dagster as dg
 import polars as pl
 
-from calo_assets.analysis import Analysis
+from calo_assets.analysis import Analysis, Coverage, summarize
 from calo_assets.anomalies import detect_anomalies
-from calo_assets.defs.config import AnalysisConfig
-from calo_assets.defs.resources import InboxFolder, ReportsFolder, StorageFolder, drop_key, file_sha256
 from calo_assets.combine import combine
-from calo_assets.parsed import ParsedLogs
-from calo_assets.reading import read_logs
+from calo_assets.defs.config import AnalysisConfig, refuse
+from calo_assets.defs.coverage import EAGER_UNTIL_DROPS_SETTLE, missing_drops
+from calo_assets.defs.failures import failures_since
+from calo_assets.defs.resources import (MANIFEST, InboxFolder, ReportsFolder, StorageFolder, drop_key,
+                                        file_sha256)
 from calo_assets.ledger import build_ledger
 from calo_assets.outputs import write_all
-from calo_assets.summary import build_summary, currency_totals, ledger_checks
+from calo_assets.parsed import ParsedLogs
+from calo_assets.reading import read_logs
+from calo_assets.summary import currency_totals, ledger_checks
 
 drops = dg.DynamicPartitionsDefinition(name="drops")
+#: In-run retries of a step that raised, with back-off: attempts at 0 s, +5 s, +15 s.
+RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)
 
 #: Characters that would make log text a link, an image, emphasis or a table cell edge in markdown.
 MARKDOWN_SPECIAL = re.compile(r"[\\`*_\[\]()!|#~]")
@@ -117,10 +127,7 @@ class DropManifest(dg.Config):
     files: list[DropFile] = []
 
 
-MANIFEST = "manifest.json"
-
-
-@dg.asset(partitions_def=drops, group_name="drops", kinds={"file"})
+@dg.asset(partitions_def=drops, group_name="drops", kinds={"file"}, retry_policy=RETRY)
 def raw_log_drops(context: dg.AssetExecutionContext, config: DropManifest, inbox: InboxFolder,
                   storage: StorageFolder) -> dg.MaterializeResult:
     """One drop of log files in the inbox: their names, sizes and sha256, fixed at the time of the drop."""
@@ -128,9 +135,9 @@ def raw_log_drops(context: dg.AssetExecutionContext, config: DropManifest, inbox
     if config.files:
         files = [f.model_dump() for f in config.files]
     elif storage.has("drops", key, "raw"):
-        files = storage.document(("drops", key, "raw"), MANIFEST)["files"]
+        files = storage.manifest(key)
     else:
-        raise dg.Failure(f"drop {key} has no file list: drops are registered by the drop sensor")
+        raise refuse(f"drop {key} has no file list: drops are registered by the drop sensor")
     changed = []
     for f in files:
         if f["skip"]:
@@ -158,11 +165,12 @@ def raw_log_drops(context: dg.AssetExecutionContext, config: DropManifest, inbox
     })
 
 
-@dg.asset(partitions_def=drops, group_name="drops", deps=[raw_log_drops], kinds={"polars", "parquet"})
+@dg.asset(partitions_def=drops, group_name="drops", deps=[raw_log_drops], kinds={"polars", "parquet"},
+          retry_policy=RETRY)
 def parsed_drop(context: dg.AssetExecutionContext, inbox: InboxFolder, storage: StorageFolder) -> dg.MaterializeResult:
     """The transactions, events and rejects of one drop's files (and nothing else of the inbox)."""
     key = context.partition_key
-    files = storage.document(("drops", key, "raw"), MANIFEST)["files"]
+    files = storage.manifest(key)
     parsed = read_logs(inbox.root, only={f["path"] for f in files})
     storage.write(("drops", key, "parsed"), parsed.tables())
     return dg.MaterializeResult(metadata=parsed_metadata(parsed))
@@ -172,34 +180,40 @@ def parsed_drop(context: dg.AssetExecutionContext, inbox: InboxFolder, storage: 
 
 
 EAGER = dg.AutomationCondition.eager()
-#: A drop whose parse failed stays missing for good (its run key is never reused), so waiting for
-#: every drop would freeze the reports: the events go on without it and say which drop is missing.
-_NOT_YET_PARSED = dg.AutomationCondition.missing() & ~dg.AutomationCondition.execution_failed()
-EAGER_DESPITE_FAILED_DROPS = (EAGER.without(~dg.AutomationCondition.any_deps_missing())
-                              & ~dg.AutomationCondition.any_deps_match(_NOT_YET_PARSED)).with_label(
-    "eager; waits for drops still to parse, not for failed ones")
 PARSED_EVENTS = ("parsed_events",)
-DROPS_DOC = "drops.json"
+COVERAGE_DOC = "coverage.json"
 
 
-@dg.asset(group_name="events", deps=[parsed_drop], automation_condition=EAGER_DESPITE_FAILED_DROPS,
-          kinds={"polars", "parquet"})
+@dg.asset(group_name="events", deps=[parsed_drop], automation_condition=EAGER_UNTIL_DROPS_SETTLE,
+          kinds={"polars", "parquet"}, retry_policy=RETRY)
 def parsed_events(context: dg.AssetExecutionContext, storage: StorageFolder) -> dg.MaterializeResult:
-    """Every parsed drop put together, duplicates collapsed: a file dropped twice counts once."""
+    """Every parsed drop put together, duplicates collapsed: a file dropped twice counts once.
+
+    A drop that is not parsed (given up, or still being tried when this runs) is
+    left out and recorded, with its files and the reason, in `coverage.json`: the
+    report is then marked incomplete and the `all_drops_parsed` check fails.
+    """
     keys = context.instance.get_dynamic_partitions(drops.name)
     covered = [k for k in keys if storage.has("drops", k, "parsed")]
-    missing = [k for k in keys if k not in covered]
-    if missing:
-        context.log.warning(f"{len(missing)} drop(s) not parsed yet, left out: {', '.join(missing)}")
+    missing = missing_drops(context.instance, storage, keys, covered)
+    for drop in missing:
+        context.log.warning(f"drop {drop['drop']} ({len(drop['files'])} file(s)) left out: {drop['reason']}")
     if not covered:
-        raise dg.Failure("no drop has been parsed yet: put log files in the inbox and let the drop sensor see them")
+        raise refuse("no drop has been parsed yet: put log files in the inbox and let the drop sensor see them")
     parsed = combine([storage.parsed(("drops", k, "parsed")) for k in covered])
-    storage.write(PARSED_EVENTS, parsed.tables(), {DROPS_DOC: covered})
+    storage.write(PARSED_EVENTS, parsed.tables(), {COVERAGE_DOC: {"drops": covered, "missing_drops": missing}})
     return dg.MaterializeResult(metadata={**parsed_metadata(parsed), "drops": dg.MetadataValue.json(covered),
-                                          "drops_missing": dg.MetadataValue.json(missing)})
+                                          "complete": dg.MetadataValue.bool(not missing),
+                                          "missing_drops": dg.MetadataValue.json(missing)})
 
 
-@dg.asset(group_name="events", deps=[parsed_events], automation_condition=EAGER, kinds={"polars", "parquet"})
+def stored_coverage(storage: StorageFolder) -> dict:
+    """{"drops": [...], "missing_drops": [...]} of the stored parsed_events."""
+    return storage.document(PARSED_EVENTS, COVERAGE_DOC)
+
+
+@dg.asset(group_name="events", deps=[parsed_events], automation_condition=EAGER, kinds={"polars", "parquet"},
+          retry_policy=RETRY)
 def sync_errors(storage: StorageFolder) -> dg.MaterializeResult:
     """What the Lambda logged as 'subscription and payment balance are not in sync'."""
     frame = storage.parsed(PARSED_EVENTS).sync_errors
@@ -226,7 +240,7 @@ def ledger_settings(storage: StorageFolder):
 
 
 @dg.asset(group_name="ledger", deps=[parsed_events, sync_errors], automation_condition=EAGER,
-          kinds={"polars", "parquet"})
+          kinds={"polars", "parquet"}, retry_policy=RETRY)
 def ledger(config: AnalysisConfig, storage: StorageFolder) -> dg.MaterializeResult:
     """One row per transaction with every check recomputed and explained (the money rules are the run config)."""
     settings = config.to_settings()
@@ -248,7 +262,7 @@ def ledger(config: AnalysisConfig, storage: StorageFolder) -> dg.MaterializeResu
 
 
 @dg.asset(group_name="ledger", deps=[ledger, parsed_events], automation_condition=EAGER,
-          kinds={"polars", "parquet"})
+          kinds={"polars", "parquet"}, retry_policy=RETRY)
 def anomalies(storage: StorageFolder) -> dg.MaterializeResult:
     """Every finding on the ledger (and on refusals logged without a block), most severe first."""
     frame = detect_anomalies(storage.table(LEDGER, "ledger"), storage.table(PARSED_EVENTS, "events"),
@@ -269,24 +283,31 @@ def anomalies(storage: StorageFolder) -> dg.MaterializeResult:
 # -- reports ------------------------------------------------------------------------------------
 
 
-SUMMARY_NOT_COUNTS = ("currencies", "settings")
+#: Summary keys recorded apart in the metadata (or not at all): `summary` holds the counts.
+SUMMARY_NOT_COUNTS = ("currencies", "settings", "complete", "missing_drops", "failures")
 
 
 @dg.asset(group_name="reports", deps=[parsed_events, sync_errors, ledger, anomalies], automation_condition=EAGER,
-          kinds={"excel", "html"})
+          kinds={"excel", "html"}, retry_policy=RETRY)
 def reports(context: dg.AssetExecutionContext, inbox: InboxFolder, storage: StorageFolder,
             reports_folder: ReportsFolder) -> dg.MaterializeResult:
     """report.xlsx, report.html, raw_parsed.csv and summary.json in a new folder per version, plus latest/.
 
-    The metadata keys are a contract: the downloads app lists report versions from them.
+    The report says whether it is complete (the drops left out, with their files
+    and why) and lists the runs that failed since the previous version. The
+    metadata keys are a contract: the downloads app lists report versions from them.
     """
-    covered = storage.document(PARSED_EVENTS, DROPS_DOC)
+    stored = stored_coverage(storage)
+    covered = stored["drops"]
+    coverage = Coverage(missing_drops=tuple(stored["missing_drops"]),
+                        failures=tuple(failures_since(context.instance, previous_report_time(context.instance),
+                                                      exclude=context.run.run_id)))
     settings = ledger_settings(storage)
     parsed = storage.parsed(PARSED_EVENTS)
     ledger_frame = storage.table(LEDGER, "ledger")
     anomaly_frame = storage.table(("anomalies",), "anomalies")
     analysis = Analysis(parsed, ledger_frame, anomaly_frame,
-                        build_summary(parsed, ledger_frame, anomaly_frame, settings), settings,
+                        summarize(parsed, ledger_frame, anomaly_frame, settings, coverage), settings,
                         input_label=f"{inbox.root} ({len(covered)} drop(s))")
     stamp = analysis.created_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     folder = reports_folder.root / f"{stamp}-{context.run.run_id[:8]}"
@@ -308,7 +329,16 @@ def reports(context: dg.AssetExecutionContext, inbox: InboxFolder, storage: Stor
         "checks_passed": dg.MetadataValue.bool(blocking_checks_passed(context.instance)),
         "currency_totals": dg.MetadataValue.json(json.loads(json.dumps(analysis.summary["currencies"], default=str))),
         "summary": dg.MetadataValue.json(json.loads(json.dumps(counts, default=str))),
+        "complete": dg.MetadataValue.bool(coverage.complete),
+        "missing_drops": dg.MetadataValue.json(list(coverage.missing_drops)),
+        "failures": dg.MetadataValue.json(list(coverage.failures)),
     })
+
+
+def previous_report_time(instance: dg.DagsterInstance) -> float | None:
+    """When the newest report version was recorded (its failures are listed up to then), or None."""
+    event = instance.get_latest_materialization_event(reports.key)
+    return event.timestamp if event else None
 
 
 #: The blocking checks of checks.py on what a report is made from; `checks_passed` states their latest results.

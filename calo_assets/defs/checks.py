@@ -1,9 +1,13 @@
-"""Checks, next to what they check: blocking rules that stop the reports, and WARN findings.
+"""Checks, next to what they check: blocking rules that stop the reports, an incomplete report, WARN findings.
 
 Blocking (severity ERROR): the pandera schemas of `calo_assets.schemas` on the
 parsed transactions and rejects, the ledger and the anomalies, and the
 reconciliation of transaction blocks. When one fails, `reports` of that run is
 not materialized and the failure cases are in the check's metadata.
+
+Not blocking, severity ERROR: `all_drops_parsed`, which fails while a drop is
+left out of the events. It must not stop the report: the report goes out
+marked incomplete, naming the drops missing, rather than not at all.
 
 Non-blocking (severity WARN): what an accountant has to look at (balance
 mismatches, continuity breaks, overdrafts, attempted overdrafts, out-of-sync
@@ -16,7 +20,7 @@ import dagster as dg
 import polars as pl
 
 from calo_assets.defs.assets import (LEDGER, PARSED_EVENTS, anomalies, ledger, ledger_settings, markdown,
-                                     parsed_events)
+                                     parsed_events, stored_coverage)
 from calo_assets.defs.resources import StorageFolder
 from calo_assets.schemas import validate
 
@@ -74,6 +78,20 @@ def reconciliation(storage: StorageFolder) -> dg.AssetCheckResult:
         "transactions_added": dg.MetadataValue.int(added.height),
         "first_lost": markdown(lost, ["timestamp", "userId", "id", "currency", "amount", "sourceFile", "line"]),
         "first_added": markdown(added, ["timestamp", "userId", "id", "currency", "amount", "sourceFile", "line"]),
+    })
+
+
+@dg.asset_check(asset=parsed_events, description="Every drop of log files is in the events: none was given up "
+                                                 "or is still being parsed (not blocking: the report goes out "
+                                                 "marked incomplete)")
+def all_drops_parsed(storage: StorageFolder) -> dg.AssetCheckResult:
+    coverage = stored_coverage(storage)
+    missing = coverage["missing_drops"]
+    return dg.AssetCheckResult(passed=not missing, severity=dg.AssetCheckSeverity.ERROR, metadata={
+        "drops_parsed": dg.MetadataValue.int(len(coverage["drops"])),
+        "drops_missing": dg.MetadataValue.int(len(missing)),
+        "files_missing": dg.MetadataValue.int(sum(len(d["files"]) for d in missing)),
+        "missing_drops": dg.MetadataValue.json(missing),
     })
 
 

@@ -41,6 +41,11 @@ class AnalysisConfig(dg.Config):
         return to_settings(self)
 
 
+def refuse(message: str) -> dg.Failure:
+    """A failure that no retry can cure (a bad value): the step fails at once."""
+    return dg.Failure(message, allow_retries=False)
+
+
 def to_settings(config: AnalysisConfig) -> Settings:
     """The Settings of a run; raises dg.Failure naming the field when a value is unusable."""
     def number(field: str) -> Decimal:
@@ -48,20 +53,20 @@ def to_settings(config: AnalysisConfig) -> Settings:
         try:
             value = Decimal(text)
         except InvalidOperation:
-            raise dg.Failure(f"{field} must be a number, got {text!r}") from None
+            raise refuse(f"{field} must be a number, got {text!r}") from None
         if not value.is_finite() or value < 0:
-            raise dg.Failure(f"{field} must be zero or more, got {text!r}")
+            raise refuse(f"{field} must be zero or more, got {text!r}")
         return value
 
     for field in ("rapid_window_seconds", "burst_window_ms", "burst_min_transactions"):
         if getattr(config, field) <= 0:
-            raise dg.Failure(f"{field} must be positive, got {getattr(config, field)}")
+            raise refuse(f"{field} must be positive, got {getattr(config, field)}")
     if not 0 <= config.default_places <= 10:
-        raise dg.Failure(f"default_places must be between 0 and 10, got {config.default_places}")
+        raise refuse(f"default_places must be between 0 and 10, got {config.default_places}")
     try:
         places = parse_currency_places(config.currency_places)
     except ValueError as exc:
-        raise dg.Failure(f"currency_places: {exc}") from None
+        raise refuse(f"currency_places: {exc}") from None
     return replace(
         DEFAULTS,
         tolerance=number("tolerance"),

@@ -1,7 +1,7 @@
-"""The three folders the service works with: the inbox, the table storage, the reports.
+"""The three folders the service works with (the inbox, the table storage, the reports), and where failures are sent.
 
 Paths come from the environment (`CALO_INBOX`, `CALO_STORAGE`, `CALO_REPORTS`,
-`CALO_SETTLE_SECONDS`) when set, else the defaults below. A relative path is
+`CALO_SETTLE_SECONDS`, `CALO_FAILURE_WEBHOOK`) when set, else the defaults below. A relative path is
 taken from the project folder (the one holding pyproject.toml, where
 `dagster dev` is started) so the webserver, the daemon and every run worker
 agree on it whatever their working directory; outside a source checkout it is
@@ -11,7 +11,9 @@ taken from the working directory. Absolute paths are used as they are.
 import hashlib
 import json
 import os
+import re
 import shutil
+import urllib.request
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -27,6 +29,11 @@ from calo_assets.files import junk_reason
 _CHECKOUT = Path(__file__).resolve().parents[2]
 PROJECT_ROOT = _CHECKOUT if (_CHECKOUT / "pyproject.toml").is_file() else None
 HASH_CHUNK = 1024 * 1024
+MANIFEST = "manifest.json"
+#: A folder being written (`.name.tmp-…`) or being swapped out (`.name.old-…`); see `_swap_in`.
+LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-[0-9a-f]{8}")
+#: Run statuses in which a run may be writing into the folders.
+WRITING = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 
 
 def resolve(path: str) -> Path:
@@ -124,7 +131,8 @@ class StorageFolder(dg.ConfigurableResource):
     Layout: `drops/<key>/raw/manifest.json`, `drops/<key>/parsed/<table>.parquet`,
     `parsed_events/`, `sync_errors/`, `ledger/` (with the `config.json` it was built
     with), `anomalies/`. A folder is written whole into a temporary sibling and
-    then swapped in, so a reader never sees half a table set.
+    then swapped in, so a reader never sees half a table set; what a killed run
+    left of such a write is swept away when the next run starts.
     """
 
     path: str = Field(default="data/storage", description="Storage folder; relative paths start at the project folder")
@@ -132,6 +140,9 @@ class StorageFolder(dg.ConfigurableResource):
     @property
     def root(self) -> Path:
         return resolve(self.path)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        sweep_when_alone(context, [self.root, *self.root.glob("drops/*")])
 
     def folder(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
@@ -163,6 +174,10 @@ class StorageFolder(dg.ConfigurableResource):
     def document(self, parts: tuple[str, ...], name: str) -> Any:
         return json.loads((self.folder(*parts) / name).read_text(encoding="utf-8"))
 
+    def manifest(self, drop: str) -> list[dict]:
+        """The files of a drop as `raw_log_drops` recorded them: path, size, sha256, skip, duplicate_of."""
+        return self.document(("drops", drop, "raw"), MANIFEST)["files"]
+
     def parsed(self, parts: tuple[str, ...]) -> ParsedLogs:
         folder = self.folder(*parts)
         return ParsedLogs.from_tables({p.stem: pl.read_parquet(p) for p in folder.glob("*.parquet")})
@@ -176,6 +191,9 @@ class ReportsFolder(dg.ConfigurableResource):
     @property
     def root(self) -> Path:
         return resolve(self.path)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        sweep_when_alone(context, [self.root])
 
     def publish_latest(self, version: Path) -> Path:
         """Copy a finished version folder to `latest/`, swapped in whole."""
@@ -196,6 +214,66 @@ def _swap_in(tmp: Path, final: Path) -> None:
         os.rename(tmp, final)
 
 
+def sweep_leftovers(folder: Path) -> list[str]:
+    """Remove what interrupted writes left in `folder`; returns what was done, one line each.
+
+    A `.name.tmp-…` folder is a write that never finished: removed. A `.name.old-…`
+    folder is the previous version of `name` during a swap: removed, unless the
+    swap was cut between its two renames and `name` is gone, then it is put back.
+    """
+    done = []
+    try:
+        entries = sorted(folder.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return done
+    for entry in entries:
+        match = LEFTOVER.fullmatch(entry.name)
+        if not match or not entry.is_dir():
+            continue
+        final = folder / match["name"]
+        try:
+            if match["kind"] == "old" and not final.exists():
+                os.rename(entry, final)
+                done.append(f"restored {final} from {entry.name}")
+            else:
+                shutil.rmtree(entry)
+                done.append(f"removed {entry}")
+        except OSError as exc:
+            done.append(f"could not clear {entry}: {exc.strerror or exc}")
+    return done
+
+
+def sweep_when_alone(context: dg.InitResourceContext, folders: Iterable[Path]) -> None:
+    """Sweep leftovers at the start of a run, unless another run may be writing (then the next run will)."""
+    if context.instance is None or context.run is None:
+        return
+    others = set(context.instance.get_run_ids(dg.RunsFilter(statuses=WRITING))) - {context.run.run_id}
+    if others:
+        return
+    for line in (line for folder in folders for line in sweep_leftovers(folder)):
+        context.log.warning(f"leftover of an interrupted write: {line}")
+
+
+class FailureWebhook(dg.ConfigurableResource):
+    """Where each failed run is posted as JSON (the record listed in summary.json's `failures`); empty: nowhere."""
+
+    url: str = Field(default="", description="http(s) URL that receives a POST per failed run")
+    timeout_seconds: float = Field(default=10.0, description="How long a POST may take")
+
+    def post(self, failure: dict) -> str | None:
+        """POST `failure`; returns None when sent (or when there is no URL), else why it was not."""
+        if not self.url:
+            return None
+        request = urllib.request.Request(self.url, data=json.dumps(failure).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
+                response.read()
+        except (OSError, ValueError) as exc:  # URLError and HTTPError are OSErrors
+            return str(exc)
+        return None
+
+
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:
     """The resources of the service: environment variables first, then the defaults."""
     env = os.environ
@@ -206,4 +284,5 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
         "inbox": inbox,
         "storage": StorageFolder(path=env.get("CALO_STORAGE", StorageFolder.model_fields["path"].default)),
         "reports_folder": ReportsFolder(path=env.get("CALO_REPORTS", ReportsFolder.model_fields["path"].default)),
+        "failure_webhook": FailureWebhook(url=env.get("CALO_FAILURE_WEBHOOK", "")),
     }

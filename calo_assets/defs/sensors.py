@@ -1,4 +1,4 @@
-"""The drop sensor, and the automation sensor that rebuilds everything downstream of the drops.
+"""The drop sensor, the automation sensor that rebuilds everything downstream of the drops, and the failure sensor.
 
 The drop sensor only stats the inbox. A file is taken when its size and mtime
 are the same as on the previous tick (and it was last modified at least
@@ -15,17 +15,23 @@ skipped or duplicate exactly as the CLI does for the same folder.
 Cursor (JSON): {"files": {path: [size, mtime_ns, state]}, "submitted": {sha256: drop key}}
 where state is "" (seen once, not settled yet), "skip" (junk or empty, listed in
 a drop) or the sha256 of the content handled.
+
+The failure sensor records every failed run (job, drop, step, the error's first
+line) as an observation on each asset the run did not build, and posts it to
+`CALO_FAILURE_WEBHOOK` when set; the next report lists it too (`failures`).
 """
 
 import json
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import dagster as dg
 
 from calo_assets.defs.assets import drops, parsed_drop, raw_log_drops
-from calo_assets.defs.resources import InboxEntry, InboxFolder, drop_key
+from calo_assets.defs.failures import FailedRun
+from calo_assets.defs.resources import FailureWebhook, InboxEntry, InboxFolder, drop_key
 
 PENDING, SKIP = "", "skip"
 
@@ -162,7 +168,33 @@ def log_drop_sensor(context: dg.SensorEvaluationContext, inbox: InboxFolder) -> 
     )
 
 
-automation = dg.AutomationConditionSensorDefinition(
-    "rebuild_after_drops", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=15,
-    description="Rebuilds parsed_events, the ledger, the findings and the reports once the drops in flight are parsed")
+#: Rebuild runs are retried (from the failed step) also when a step failed after its in-run retries, e.g. a
+#: reports folder that could not be written: the report then catches up without waiting for new data.
+REBUILD_RUN_TAGS = {"dagster/retry_on_asset_or_op_failure": "true"}
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)  # use_user_code_server: beta in 1.13, needed for DropGivenUp
+    automation = dg.AutomationConditionSensorDefinition(
+        "rebuild_after_drops", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=15, run_tags=REBUILD_RUN_TAGS,
+        use_user_code_server=True,  # the condition of parsed_events asks the instance which drops were given up
+        description="Rebuilds parsed_events, the ledger, the findings and the reports once the drops in flight "
+                    "are parsed (or given up)")
+
+
+@dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=10,
+                       description="Records each failed run on the assets it did not build, and posts it to "
+                                   "CALO_FAILURE_WEBHOOK when set")
+def record_run_failures(context: dg.RunFailureSensorContext, failure_webhook: FailureWebhook) -> None:
+    failed = FailedRun(context.instance, context.dagster_run)
+    failure = failed.record()
+    where = f" in {failure['step']}" if failure["step"] else ""
+    for key, partition in failed.unbuilt:
+        context.instance.report_runless_asset_event(dg.AssetObservation(
+            asset_key=key, partition=partition,
+            description=f"not built: run {failure['run_id'][:8]} failed{where}: {failure['error']}",
+            metadata={"failed_run": dg.MetadataValue.dagster_run(failure["run_id"]),
+                      **{k: dg.MetadataValue.text(str(v or "")) for k, v in failure.items() if k != "run_id"}}))
+    context.log.info(f"run {failure['run_id']} ({failure['job']}) failed{where}: {failure['error']}")
+    if problem := failure_webhook.post(failure):
+        context.log.warning(f"could not post the failure to the webhook: {problem}")

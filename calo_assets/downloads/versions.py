@@ -41,6 +41,9 @@ class Version:
     drops: list[str]
     checks_passed: bool | None  # None: not recorded
     currency_totals: dict[str, dict]
+    complete: bool | None = None  # None: not recorded (a version made before reports said so)
+    missing_drops: tuple[dict, ...] = ()  # {"drop", "files", "reason"}: drops of log files left out
+    failures: tuple[dict, ...] = ()  # {"run_id", "job", "drop", "step", "error", "time"} since the previous version
 
     @property
     def label(self) -> str:
@@ -59,6 +62,7 @@ def from_record(record: dg.EventLogRecord) -> Version:
                               str(recorded[name]["sha256"]).lower())
              for name in DOWNLOADABLE if isinstance(recorded.get(name), dict) and recorded[name].get("path")}
     checks = meta.get("checks_passed")
+    complete = meta.get("complete")
     return Version(
         storage_id=record.storage_id,
         run_id=record.run_id or "",
@@ -68,6 +72,9 @@ def from_record(record: dg.EventLogRecord) -> Version:
         drops=[str(d) for d in meta.get("drops") or []],
         checks_passed=None if checks is None else bool(checks),
         currency_totals=dict(meta.get("currency_totals") or {}),
+        complete=None if complete is None else bool(complete),
+        missing_drops=tuple(d for d in meta.get("missing_drops") or [] if isinstance(d, dict)),
+        failures=tuple(f for f in meta.get("failures") or [] if isinstance(f, dict)),
     )
 
 
