@@ -68,9 +68,11 @@ serve() {
     say "inbox $CALO_INBOX does not exist: creating it (mount your drop folder there)"
     mkdir -p "$CALO_INBOX" || { echo "error: cannot create CALO_INBOX $CALO_INBOX" >&2; exit 4; }
   fi
-  if [ ! -f "$DAGSTER_HOME/dagster.yaml" ]; then
+  # The image's instance settings (run monitoring, retries, the worker-checking launcher) always apply:
+  # a volume from an older image must not keep a dagster.yaml without them.
+  if ! cmp -s /app/dagster.yaml "$DAGSTER_HOME/dagster.yaml"; then
     cp /app/dagster.yaml "$DAGSTER_HOME/dagster.yaml"
-    say "copied the image's dagster.yaml into $DAGSTER_HOME"
+    say "installed the image's dagster.yaml into $DAGSTER_HOME"
   fi
   say "inbox $CALO_INBOX, storage $CALO_STORAGE, reports $CALO_REPORTS, DAGSTER_HOME $DAGSTER_HOME"
   say "starting dagster-daemon, and dagster-webserver on $CALO_HOST:$CALO_PORT"
