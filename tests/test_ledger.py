@@ -196,3 +196,44 @@ def test_many_small_chunks_give_the_same_ledger():
     chunked = pl.concat([whole.slice(i, 1) for i in range(whole.height)], rechunk=False)
     assert chunked.n_chunks() == 40
     assert_frame_equal(build_ledger(chunked, NO_ERRORS, Settings()), build_ledger(whole, NO_ERRORS, Settings()))
+
+
+# -- boundaries of the exact columnar arithmetic -------------------------------------------------------------
+
+def test_amounts_next_to_the_largest_logged_value_stay_exact():
+    """Three amounts below 1e20 can sum past what a Polars decimal holds: the sum is split, never rounded early."""
+    r = ledger([row(amount="-99999999999999999999.99995", old="99999999999999999999.99995", new=None)]).row(0, named=True)
+    assert r["expectedNewBalance"] == D("199999999999999999999.9999")
+    assert r["balanceExplanation"] == (
+        "expected 199999999999999999999.9999 = 100000000000000000000.0000 - (-100000000000000000000.0000 - 0.0000); "
+        "newBalance not logged, filled with the expected value for continuity")
+
+
+def test_huge_terms_that_cancel_round_their_tiny_difference_half_up_with_its_sign():
+    r = ledger([row(amount="99999999999999999999.00005", old="99999999999999999999.00004", new="0")]).row(0, named=True)
+    assert r["expectedNewBalance"] == 0 and not r["overdraft"] and not r["balanceMismatch"]
+    assert r["balanceExplanation"] == ("expected -0.0000 = 99999999999999999999.0000 - "
+                                       "(99999999999999999999.0001 - 0.0000), logged 0.0000")
+
+
+def test_negative_zero_is_written_as_python_writes_it():
+    """fmt(Decimal("-0.00004"), 4) is "-0.0000": a negative amount that rounds to zero keeps its sign in words."""
+    r = ledger([row(amount="8", old="8", new="0", pay="-0.00004")]).row(0, named=True)
+    assert not r["paymentBalanceNegative"] and r["inSync"]
+    assert r["syncExplanation"] == "paymentBalance -0.0000 equals newBalance 0.0000"
+
+
+def test_zero_places_round_half_up_to_whole_units():
+    r = ledger([row(currency="AED", amount="8.5", old="24.4", new="16")], Settings(default_places=0)).row(0, named=True)
+    assert r["places"] == 0 and r["expectedNewBalance"] == D("16") and not r["balanceMismatch"]
+    assert r["balanceExplanation"] == "expected 16 = 24 - (9 - 0), logged 16"
+
+
+def test_every_chain_check_lets_a_difference_exactly_at_the_tolerance_pass():
+    at = [row(pay="16.405"), row(i=1, old="16.405", new="8.405", pay="8.41")]  # each off by 0.005
+    past = [row(pay="16.4051"), row(i=1, old="16.4051", new="8.4051", pay="8.4102")]  # each off by 0.0051
+    a, b = ledger(at).row(1, named=True), ledger(past).row(1, named=True)
+    assert not a["continuityBreak"] and a["inSync"] and not a["paymentChainBreak"]
+    assert b["continuityBreak"] and b["inSync"] is False and b["paymentChainBreak"]
+    assert b["paymentChainReason"] == ("paymentBalance 8.4102 but T0000 left 16.4051 and this moves it by -8.0000: "
+                                       "expected 8.4051")
