@@ -18,6 +18,7 @@ from statistics import median
 
 import polars as pl
 
+from calo_assets.ledger import ENGINE
 from calo_assets.money import Places, fmt, template
 from calo_assets.settings import Settings
 
@@ -67,11 +68,11 @@ def detect_anomalies(ledger: pl.DataFrame, events: pl.DataFrame, settings: Setti
               _duplicate_ids(rows), *_calendar(rows, settings)]
     picked = pl.collect_all([_mad_candidates(rows, settings), _rapid_candidates(rows, settings),
                              _burst_candidates(rows, settings), _rounding_candidates(rows, settings),
-                             _currency_candidates(rows), _refusals_without_block(events, rows)])
+                             _currency_candidates(rows), _refusals_without_block(events, rows)], engine=ENGINE)
     decided = [decide(frame, settings) for decide, frame in zip(
         (_mad_spikes, _rapid_manual_deductions, _bursts, _rounding, _currency_mismatch, _refused_elsewhere), picked)]
     order = {"high": 0, "medium": 1, "low": 2}
-    frame = pl.concat([*pl.collect_all(checks), *decided])
+    frame = pl.concat([*pl.collect_all(checks, engine=ENGINE), *decided])
     return frame.sort([pl.col("severity").replace_strict(order, return_dtype=pl.Int8), "type", "userId",
                        "timestamp", "transactionId"], nulls_last=True, maintain_order=True)
 

@@ -14,6 +14,7 @@ from calo_assets.money import NARROW, Places, exceeds, signed, template
 from calo_assets.settings import Settings
 
 ORDER = ["userId", "timestamp", "id", "messageId"]
+ENGINE = "in-memory"
 LOGGED_MONEY = ["amount", "vat", "oldBalance", "newBalance", "paymentBalance"]
 #: Outcomes whose transaction did not move the subscription balance: they stay in
 #: the ledger, marked, but are not links of the balance chain.
@@ -40,11 +41,12 @@ def build_ledger(transactions: pl.DataFrame, sync_errors: pl.DataFrame, settings
               .with_columns(*_balance(settings, scale), *_chain_links())
               .with_columns(*_previous())
               .with_columns(*_flags(settings, scale))
-              .pipe(places.with_texts, _texts(places))
-              .with_columns(*_explanations(settings))
+              .pipe(places.with_texts, _common_texts(places))
+              .with_columns(*_explanations(settings, flagged=False))
+              .collect(engine=ENGINE))
+    ledger = (_with_flagged_explanations(ledger, places, settings)
               .select(pl.exclude("^_.*$"))  # the working columns: rounded values, signs, texts
-              .with_columns(pl.col(c).cast(pl.Decimal(38, scale)) for c in MONEY_COLUMNS)
-              .collect())
+              .with_columns(pl.col(c).cast(pl.Decimal(38, scale)) for c in MONEY_COLUMNS))
     return ledger.select([c for c in LEDGER_COLUMNS if c in ledger.columns]
                          + [c for c in ledger.columns if c not in LEDGER_COLUMNS])
 
@@ -173,7 +175,6 @@ def _flags(s: Settings, scale: int) -> list[pl.Expr]:
         (pl.col("_pay") < 0).fill_null(False).alias("paymentBalanceNegative"),
         gap.alias("_gap"),
         pl.when(pl.col("paymentBalance").is_not_null()).then(~exceeds(gap, s.tolerance, scale)).alias("inSync"),
-        exceeds(gap, s.tolerance, scale).alias("_outOfSync"),
         (following & exceeds(delta, s.tolerance, scale)).alias("continuityBreak"),
         pl.when(following).then(pl.col("_follows")).alias("continuityFollows"),
         pl.when(following).then(delta).alias("continuityDelta"),
@@ -186,53 +187,79 @@ def _flags(s: Settings, scale: int) -> list[pl.Expr]:
     ]
 
 
-def _texts(places: Places) -> dict[str, tuple[pl.Expr, pl.Expr]]:
-    """Every amount an explanation shows, as (value rounded to the row's places, negative)."""
-    own = {name: (pl.col(f"_{name}"), pl.col(f"_{name}Negative")) for name in ("old", "amount", "vat", "new", "pay",
-                                                                             "expected")}
-    left = {"left": (places.round(pl.col("_left")), pl.col("_leftNegative"))}
-    # amounts shown only on flagged rows: nulls elsewhere, which cost next to nothing to turn into text
-    mismatch, out_of_sync, jump, chain = (pl.col(c) for c in ("balanceMismatch", "_outOfSync", "continuityBreak",
-                                                              "paymentChainBreak"))
-    rare = {"difference": (mismatch, pl.col("balanceDifference"), pl.col("balanceDifference") < 0),
-            "gap": (out_of_sync, pl.col("_gap"), pl.col("_gap") < 0),
-            "delta": (jump, places.round(pl.col("_delta")), pl.col("_delta") < 0),
-            "move": (chain, pl.col("_move"), pl.col("_moveNegative")),
-            "beforePay": (chain, places.round(pl.col("_beforePay")), pl.col("_beforePayNegative")),
-            "chainExpected": (chain, places.round(pl.col("_chainExpected")), pl.col("_chainExpectedNegative"))}
-    rare = {name: (pl.when(shown).then(value), negative) for name, (shown, value, negative) in rare.items()}
-    return {f"_{name}Text": value for name, value in {**own, **left, **rare}.items()}
+#: Amounts every explanation shows, and those only the flagged rows' explanations show.
+COMMON_TEXTS = ("old", "amount", "vat", "new", "pay", "expected", "left")
+FLAGGED_TEXTS = ("difference", "gap", "delta", "move", "beforePay", "chainExpected")
+#: Rows whose explanations show more amounts (a difference, a jump, a wallet move): few, worded apart.
+FLAGGED = (pl.col("balanceMismatch") | pl.col("inSync").not_().fill_null(False) | pl.col("continuityBreak")
+           | pl.col("overdraft") | pl.col("paymentChainBreak"))
 
 
-def _explanations(s: Settings) -> list[pl.Expr]:
-    """The checks in words, with the numbers.
+def _common_texts(places: Places) -> dict[str, tuple[pl.Expr, pl.Expr]]:
+    """Amounts every row's explanation shows, as (value rounded to the row's places, negative)."""
+    own = {name: (pl.col(f"_{name}"), pl.col(f"_{name}Negative")) for name in COMMON_TEXTS if name != "left"}
+    return {f"_{name}Text": value for name, value in {
+        **own, "left": (places.round(pl.col("_left")), pl.col("_leftNegative"))}.items()}
 
-    Each text is one concatenation whose optional parts are null where they do not apply (and
-    skipped); the amounts shown only on flagged rows are null elsewhere, so they cost next to nothing.
-    """
-    text = {name: pl.col(f"_{name}Text") for name in ("old", "amount", "vat", "new", "pay", "expected", "move",
-                                                      "difference", "gap", "delta", "left", "beforePay",
-                                                      "chainExpected")}
+
+def _flagged_texts(places: Places) -> dict[str, tuple[pl.Expr, pl.Expr]]:
+    """Amounts shown only on the rows their flag is set on (null on the others, which leaves their part out)."""
+    difference, gap, delta = pl.col("balanceDifference"), pl.col("_gap"), pl.col("_delta")
+    mismatch, out_of_sync = pl.col("balanceMismatch"), pl.col("inSync").not_()
+    jump, chain = pl.col("continuityBreak"), pl.col("paymentChainBreak")
+    shown = {"difference": (mismatch, difference, difference < 0), "gap": (out_of_sync, gap, gap < 0),
+             "delta": (jump, places.round(delta), delta < 0), "move": (chain, pl.col("_move"), pl.col("_moveNegative")),
+             "beforePay": (chain, places.round(pl.col("_beforePay")), pl.col("_beforePayNegative")),
+             "chainExpected": (chain, places.round(pl.col("_chainExpected")), pl.col("_chainExpectedNegative"))}
+    return {f"_{name}Text": (pl.when(flag).then(value), negative) for name, (flag, value, negative) in shown.items()}
+
+
+def _texts(flagged: bool) -> dict[str, pl.Expr]:
+    """The amounts' texts by name (the flagged rows' extra ones too, when `flagged`)."""
+    text = {name: pl.col(f"_{name}Text") for name in COMMON_TEXTS + (FLAGGED_TEXTS if flagged else ())}
     text["filled"] = pl.when(pl.col("newBalanceMissing")).then(text["expected"]).otherwise(text["new"])
-    return [_balance_explanation(text, s), _overdraft_explanation(text), _sync_explanation(text),
-            _continuity_reason(text), _payment_chain_reason(text)]
+    return text
 
 
-def _balance_explanation(text: dict[str, pl.Expr], s: Settings) -> pl.Expr:
+def _with_flagged_explanations(ledger: pl.DataFrame, places: Places, s: Settings) -> pl.DataFrame:
+    """The flagged rows worded in full: their extra amounts are turned into text for them alone."""
+    rows = ledger.select(pl.arg_where(FLAGGED)).to_series()
+    if rows.is_empty():
+        return ledger
+    worded = (ledger[rows].lazy().pipe(places.with_texts, _flagged_texts(places))
+              .select(_explanations(s, flagged=True)).collect(engine=ENGINE))
+    return ledger.with_columns(ledger.get_column(c).clone().scatter(rows, worded.get_column(c)) for c in worded.columns)
+
+
+def _explanations(s: Settings, flagged: bool) -> list[pl.Expr]:
+    """The checks in words, with the numbers; optional parts are null where they do not apply (and skipped).
+
+    Unless `flagged`, the parts only flagged rows have (a mismatch, a gap, a jump, an overdraft, a broken
+    wallet chain) are left out: those rows are worded again, in full, by `_with_flagged_explanations`.
+    """
+    text = _texts(flagged)
+    return [_balance_explanation(text, s, flagged), _overdraft_explanation(text, flagged),
+            _sync_explanation(text, flagged), _continuity_reason(text, flagged), _payment_chain_reason(text, flagged)]
+
+
+def _balance_explanation(text: dict[str, pl.Expr], s: Settings, flagged: bool) -> pl.Expr:
     sign = pl.when(pl.col("type") == "CREDIT").then(pl.lit(" + (")).otherwise(pl.lit(" - ("))
+    off = [template(": off by {}, beyond the tolerance {}", signed(text["difference"]), pl.lit(str(s.tolerance)))
+           ] if flagged else []
     return pl.concat_str(
         pl.lit("expected "), text["expected"], pl.lit(" = "), text["old"], sign, text["amount"], pl.lit(" - "),
         text["vat"], pl.lit(")"),
         pl.when(pl.col("newBalanceMissing"))
         .then(pl.lit("; newBalance not logged, filled with the expected value for continuity")),
-        template(", logged {}", text["new"]),
-        template(": off by {}, beyond the tolerance {}", signed(text["difference"]), pl.lit(str(s.tolerance))),
+        template(", logged {}", text["new"]), *off,
         template(" ({})", pl.col("_typeNote")), ignore_nulls=True).alias("balanceExplanation")
 
 
-def _overdraft_explanation(text: dict[str, pl.Expr]) -> pl.Expr:
+def _overdraft_explanation(text: dict[str, pl.Expr], flagged: bool) -> pl.Expr:
+    if not flagged:
+        return pl.lit("").alias("overdraftExplanation")
     reason = pl.col("overdraftReason")
-    expected, logged = (pl.when(reason.is_not_null()).then(text[name]) for name in ("expected", "new"))
+    expected, logged = text["expected"], text["new"]
     return pl.concat_str(
         pl.when(reason == "expected<0").then(template("the expected balance {} is negative", expected)),
         pl.when(reason == "actual<0").then(template("the logged newBalance {} is negative", logged)),
@@ -242,33 +269,37 @@ def _overdraft_explanation(text: dict[str, pl.Expr]) -> pl.Expr:
         ignore_nulls=True).alias("overdraftExplanation")
 
 
-def _sync_explanation(text: dict[str, pl.Expr]) -> pl.Expr:
+def _sync_explanation(text: dict[str, pl.Expr], flagged: bool) -> pl.Expr:
     in_sync = pl.col("inSync")
+    gap = [template(" by {}", signed(text["gap"]))] if flagged else []
     explanation = pl.concat_str(
         pl.lit("paymentBalance "), text["pay"],
         pl.when(in_sync).then(pl.lit(" equals newBalance ")).otherwise(pl.lit(" differs from newBalance ")),
-        text["filled"], template(" by {}", signed(text["gap"])),
+        text["filled"], *gap,
         template("; the Lambda logged 'not in sync' at line {}", pl.col("syncErrorLine")), ignore_nulls=True)
     return (pl.when(pl.col("paymentBalance").is_not_null()).then(explanation)
             .otherwise(pl.lit("paymentBalance not logged (old-shape transaction)")).alias("syncExplanation"))
 
 
-def _continuity_reason(text: dict[str, pl.Expr]) -> pl.Expr:
+def _continuity_reason(text: dict[str, pl.Expr], flagged: bool) -> pl.Expr:
     follows = pl.col("_follows")
     not_a_link = {outcome: f"not a link of the balance chain: {why}" for outcome, why in NOT_APPLIED.items()}
-    return (pl.when(pl.col("chainLink").not_()).then(pl.col("outcome").replace_strict(not_a_link, default=None))
-            .when(pl.col("_previousLink").is_null()).then(pl.lit("first transaction of this user in the logs"))
-            .when(pl.col("continuityBreak"))
-            .then(template("oldBalance {} but the previous applied transaction {} left {}: a jump of {}",
-                           text["old"], follows, text["left"], signed(text["delta"])))
-            .otherwise(template("follows {}, which left {}", follows, text["left"])).alias("continuityReason"))
+    reason = (pl.when(pl.col("chainLink").not_()).then(pl.col("outcome").replace_strict(not_a_link, default=None))
+              .when(pl.col("_previousLink").is_null()).then(pl.lit("first transaction of this user in the logs")))
+    if flagged:
+        reason = reason.when(pl.col("continuityBreak")).then(template(
+            "oldBalance {} but the previous applied transaction {} left {}: a jump of {}",
+            text["old"], follows, text["left"], signed(text["delta"])))
+    return reason.otherwise(template("follows {}, which left {}", follows, text["left"])).alias("continuityReason")
 
 
-def _payment_chain_reason(text: dict[str, pl.Expr]) -> pl.Expr:
-    """The wallet side: previous paymentBalance +/- (amount - vat) should give this one (texts on breaks only)."""
+def _payment_chain_reason(text: dict[str, pl.Expr], flagged: bool) -> pl.Expr:
+    """The wallet side: previous paymentBalance +/- (amount - vat) should give this one."""
+    if not flagged:
+        return pl.lit("").alias("paymentChainReason")
     return template("paymentBalance {} but {} left {} and this moves it by {}: expected {}", text["pay"],
-                     pl.col("_before"), text["beforePay"], signed(text["move"]), text["chainExpected"]
-                     ).fill_null("").alias("paymentChainReason")
+                    pl.col("_before"), text["beforePay"], signed(text["move"]), text["chainExpected"]
+                    ).fill_null("").alias("paymentChainReason")
 
 
 #: Computed money columns, all at the ledger's money scale.
