@@ -137,7 +137,9 @@ def _invalid_actions(rows: pl.LazyFrame) -> pl.LazyFrame:
 def _duplicate_ids(rows: pl.LazyFrame) -> pl.LazyFrame:
     """One transaction id applied more than once (repeat deliveries, which were not applied, aside)."""
     where = template("{}:{}", pl.col("sourceFile"), pl.col("line")).str.join("; ")
-    repeated = (rows.filter(pl.col("outcome").is_in(["applied", "unknown"])).filter(pl.col("id").is_duplicated())
+    applied = rows.filter(pl.col("outcome").is_in(["applied", "unknown"]))
+    maybe = applied.filter(pl.col("id").hash().is_duplicated())  # 64-bit hashes first: cheap, and few collide
+    repeated = (maybe.filter(pl.col("id").is_duplicated())
                 .with_columns(template("transaction id applied {} times ({})", pl.len(), where).over("id")
                               .alias("_details"),
                               pl.col("requestId").str.join(",").over("id").alias("_related"),
@@ -249,8 +251,9 @@ def _burst_candidates(rows: pl.LazyFrame, s: Settings) -> pl.LazyFrame:
     millis = pl.col("timestamp").to_physical()
     within = ((pl.col("_user").shift(-ahead) == pl.col("_user"))
               & (millis.shift(-ahead) - millis <= s.burst_window_ms)).fill_null(False)
-    users = pl.lit(True) if ahead <= 0 else within.any().over("_user")
-    return rows.filter(users).select(*FINDING_COLUMNS, "_user", millis.alias("_millis"))
+    users = rows if ahead <= 0 else rows.join(rows.filter(within).select("_user").unique(), on="_user", how="semi",
+                                              maintain_order="left")
+    return users.select(*FINDING_COLUMNS, "_user", millis.alias("_millis"))
 
 
 def _bursts(rows: pl.DataFrame, s: Settings) -> pl.DataFrame:

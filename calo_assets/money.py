@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcontext
 from functools import reduce
 from operator import add
 
@@ -148,5 +148,7 @@ def exceeds(difference: pl.Expr, tolerance: Decimal, scale: int) -> pl.Expr:
     The difference is a multiple of 10^-scale, so comparing it with the tolerance floored to that grid
     gives the same answer without a decimal wider than the column (differences stay below 1e22).
     """
-    limit = min(tolerance, Decimal(10) ** 24).quantize(quantum(scale), rounding=ROUND_FLOOR)
+    with localcontext() as ctx:
+        ctx.prec = 60  # a tolerance of 1e24 at 10 places has 35 digits
+        limit = min(tolerance, Decimal(10) ** 24).quantize(quantum(scale), rounding=ROUND_FLOOR)
     return difference.abs() > pl.lit(limit, dtype=pl.Decimal(38, scale))
