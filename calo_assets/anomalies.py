@@ -86,7 +86,7 @@ def _findings(kind: str, rows: pl.LazyFrame | pl.DataFrame, details: pl.Expr,
         details.alias("details"), "sourceFile", "line").cast(ANOMALY_SCHEMA)
 
 
-def _found(kind: str, rows: pl.DataFrame, found: list[tuple[int, str, str | None]]) -> pl.DataFrame:
+def _findings_at(kind: str, rows: pl.DataFrame, found: list[tuple[int, str, str | None]]) -> pl.DataFrame:
     """Findings a Python detector made: (row number in `rows`, details, related ids)."""
     at, details, related = zip(*found) if found else ((), (), ())
     picked = rows[list(at)].with_columns(pl.Series("_details", details, dtype=pl.String),
@@ -159,11 +159,13 @@ def _calendar(rows: pl.LazyFrame, s: Settings) -> list[pl.LazyFrame]:
     for currency, tz in s.time_zones.items():
         local = pl.col("timestamp").dt.convert_time_zone(tz)
         early = pl.when(local.dt.year() < 1000).then(local)  # Python writes year 999 as "999", Polars "0999"
-        day = pl.coalesce(template("{} {}{}", early.dt.strftime("%a"), early.dt.year(), early.dt.strftime("-%m-%d %H:%M")),
-                          local.dt.strftime("%a %Y-%m-%d %H:%M"))
+        day = pl.coalesce(
+            template("{} {}{}", early.dt.strftime("%a"), early.dt.year(), early.dt.strftime("-%m-%d %H:%M")),
+            local.dt.strftime("%a %Y-%m-%d %H:%M"))
         when = template("{} {}", day, pl.lit(tz))
         part = postings.filter(pl.col("currency") == currency)
-        after_hours.append(_findings("AfterHours", part.filter(~local.dt.hour().is_between(start, end, closed="left")),
+        outside = ~local.dt.hour().is_between(start, end, closed="left")
+        after_hours.append(_findings("AfterHours", part.filter(outside),
                                      template("posted at {}, outside {}", when, pl.lit(f"{start:02d}:00-{end:02d}:00"))))
         weekend.append(_findings("Weekend", part.filter((local.dt.weekday() - 1).is_in(s.weekends.get(currency, ()))),
                                  template("posted on {}, a weekend day in {}", when, pl.lit(tz))))
@@ -221,7 +223,7 @@ def _mad_spikes(links: pl.DataFrame, s: Settings) -> pl.DataFrame:
                 found.append((row, f"{kind} amount {fmt(amount, p)} vs this user's median {fmt(mid, p)} "
                                    f"(MAD {fmt(mad, p)}, {len(amounts)} transactions): robust z-score {score:.1f}, "
                                    f"threshold {s.mad_threshold}", None))
-    return _found("MADSpike", links, found)
+    return _findings_at("MADSpike", links, found)
 
 
 def _rapid_candidates(rows: pl.LazyFrame, s: Settings) -> pl.LazyFrame:
@@ -242,7 +244,7 @@ def _rapid_manual_deductions(hits: pl.DataFrame, s: Settings) -> pl.DataFrame:
                  f"{(r['timestamp'] - r['_previousTime']).total_seconds():.1f} s after {r['_previous']} "
                  f"(window {s.rapid_window_seconds} s)", r["_previous"])
              for i, r in enumerate(hits.iter_rows(named=True))]
-    return _found("RapidManualDeduction", hits, found)
+    return _findings_at("RapidManualDeduction", hits, found)
 
 
 def _burst_candidates(rows: pl.LazyFrame, s: Settings) -> pl.LazyFrame:
@@ -270,11 +272,12 @@ def _bursts(rows: pl.DataFrame, s: Settings) -> pl.DataFrame:
             if j - i + 1 >= least:
                 span = timedelta(milliseconds=millis[j] - millis[i]).total_seconds() * 1000
                 found.append((at[i], f"{j - i + 1} transactions of this user within {span:.0f} ms "
-                                     f"(at least {least} within {window} ms)", ",".join(ids[i + 1 : j + 1]) if j > i else None))
+                                     f"(at least {least} within {window} ms)",
+                              ",".join(ids[i + 1 : j + 1]) if j > i else None))
                 i = j + 1
             else:
                 i += 1
-    return _found("Burst", rows, found)
+    return _findings_at("Burst", rows, found)
 
 
 def _rounding_candidates(rows: pl.LazyFrame, s: Settings) -> pl.LazyFrame:
@@ -301,7 +304,7 @@ def _rounding(rows: pl.DataFrame, s: Settings) -> pl.DataFrame:
             elif places > r["places"]:
                 found.append((i, f"{name} {value.normalize():f} has {places} decimal places; "
                                  f"{r['currency']} uses {r['places']}", None))
-    return _found("RoundingPattern", rows, found)
+    return _findings_at("RoundingPattern", rows, found)
 
 
 def _currency_candidates(rows: pl.LazyFrame) -> pl.LazyFrame:
@@ -314,7 +317,7 @@ def _currency_mismatch(firsts: pl.DataFrame, s: Settings) -> pl.DataFrame:
     users = firsts.with_row_index("_at").group_by("_user", maintain_order=True).agg("_at", "currency", "id")
     found = [(at[0], "one user seen in several currencies: " + ", ".join(sorted(currencies)), ",".join(ids))
              for at, currencies, ids in users.select("_at", "currency", "id").iter_rows()]
-    return _found("CurrencyMismatch", firsts, found)
+    return _findings_at("CurrencyMismatch", firsts, found)
 
 
 def _refusals_without_block(events: pl.DataFrame, rows: pl.LazyFrame) -> pl.LazyFrame:
@@ -333,7 +336,7 @@ def _refused_elsewhere(refusals: pl.DataFrame, s: Settings) -> pl.DataFrame:
     found = [(i, "the Lambda refused a debit (balance would go negative; current balance "
                  f"{_plain(balance)}) whose transaction block is not in these logs", None)
              for i, balance in enumerate(refusals.get_column("currentBalance"))]
-    return _found("RefusedDebit", refusals, found)
+    return _findings_at("RefusedDebit", refusals, found)
 
 
 def _plain(value: Decimal | None) -> str:

@@ -14,6 +14,9 @@ from calo_assets.money import NARROW, Places, exceeds, signed, template
 from calo_assets.settings import Settings
 
 ORDER = ["userId", "timestamp", "id", "messageId"]
+#: Polars engine for the ledger's and the findings' plans: windows, gathers and sorts over the whole
+#: ledger run faster in memory here, and the result comes back in one chunk (the streaming engine's
+#: many chunks slow every later step, the reports' included).
 ENGINE = "in-memory"
 LOGGED_MONEY = ["amount", "vat", "oldBalance", "newBalance", "paymentBalance"]
 #: Outcomes whose transaction did not move the subscription balance: they stay in

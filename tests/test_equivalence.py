@@ -516,8 +516,9 @@ def test_generated_exports_with_faults(tmp_path, seed):
 
 #: The largest amount the reader lets through. (Decimal's -x and abs(x) round to 28 digits: copy_negate, copy_abs.)
 HUGE = Decimal("99999999999999999999.999999999999999999")
-EDGES = [HUGE, HUGE.copy_negate(), Decimal("-0.000000000000000001"), Decimal("-0.00005"), Decimal("0.00005"), Decimal("0.0005"),
-         Decimal("-0.0005"), Decimal("0"), Decimal("12345678901.123456789012345678"), Decimal("8"), Decimal("8.5")]
+EDGES = [HUGE, HUGE.copy_negate(), Decimal("-0.000000000000000001"), Decimal("-0.00005"), Decimal("0.00005"),
+         Decimal("0.0005"), Decimal("-0.0005"), Decimal("0"), Decimal("12345678901.123456789012345678"), Decimal("8"),
+         Decimal("8.5")]
 amounts = st.one_of(st.sampled_from(EDGES),
                     st.integers(0, 18).flatmap(lambda p: st.decimals(-1000, 1000, places=p)),
                     st.decimals(-HUGE, HUGE, places=18).filter(lambda x: x.copy_abs() <= HUGE))

@@ -190,8 +190,8 @@ def test_a_users_chain_never_follows_another_user():
 
 def test_many_small_chunks_give_the_same_ledger():
     """The reader hands over frames in many chunks; Polars' streaming engine then sees empty pieces."""
-    rows = [row(i=i, user=f"u{i % 3}", old="24.4", new="16.4" if i % 4 else "16", outcome="refused" if i % 5 else "applied")
-            for i in range(40)]
+    rows = [row(i=i, user=f"u{i % 3}", old="24.4", new="16.4" if i % 4 else "16",
+                outcome="refused" if i % 5 else "applied") for i in range(40)]
     whole = transactions(rows)
     chunked = pl.concat([whole.slice(i, 1) for i in range(whole.height)], rechunk=False)
     assert chunked.n_chunks() == 40
@@ -202,7 +202,8 @@ def test_many_small_chunks_give_the_same_ledger():
 
 def test_amounts_next_to_the_largest_logged_value_stay_exact():
     """Three amounts below 1e20 can sum past what a Polars decimal holds: the sum is split, never rounded early."""
-    r = ledger([row(amount="-99999999999999999999.99995", old="99999999999999999999.99995", new=None)]).row(0, named=True)
+    huge = row(amount="-99999999999999999999.99995", old="99999999999999999999.99995", new=None)
+    r = ledger([huge]).row(0, named=True)
     assert r["expectedNewBalance"] == D("199999999999999999999.9999")
     assert r["balanceExplanation"] == (
         "expected 199999999999999999999.9999 = 100000000000000000000.0000 - (-100000000000000000000.0000 - 0.0000); "
