@@ -60,7 +60,7 @@ MAD_MARGIN = 1e-9
 
 
 def detect_anomalies(ledger: pl.DataFrame, events: pl.DataFrame, settings: Settings) -> pl.DataFrame:
-    """Every finding, most severe first, then in ledger order."""
+    """Every finding, most severe first, then in ledger order (`ledger` as `build_ledger` returns it)."""
     rows = ledger.lazy().with_columns(
         pl.col("userId").ne_missing(pl.col("userId").shift(1)).cum_sum().alias("_user"),  # the ledger is by user
         (pl.col("type") == "CREDIT").alias("_credit"))
@@ -126,6 +126,7 @@ def _missing_fields(rows: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _invalid_actions(rows: pl.LazyFrame) -> pl.LazyFrame:
+    """Actions outside the known vocabulary, or named invalid, quoted as Python quotes them."""
     action = pl.col("action")
     named = action.str.contains("INVALID", literal=True) | action.str.contains("INVAILID", literal=True)
     quoted = action.map_elements(repr, return_dtype=pl.String)  # Python's quoting, on the few flagged rows
@@ -240,6 +241,7 @@ def _rapid_candidates(rows: pl.LazyFrame, s: Settings) -> pl.LazyFrame:
 
 
 def _rapid_manual_deductions(hits: pl.DataFrame, s: Settings) -> pl.DataFrame:
+    """The repeats in words; the seconds are Python's float text, as they always were."""
     found = [(i, f"the same manual deduction of {fmt(r['amount'], r['places'])} {r['currency']} again "
                  f"{(r['timestamp'] - r['_previousTime']).total_seconds():.1f} s after {r['_previous']} "
                  f"(window {s.rapid_window_seconds} s)", r["_previous"])
@@ -291,6 +293,7 @@ def _rounding_candidates(rows: pl.LazyFrame, s: Settings) -> pl.LazyFrame:
 
 
 def _rounding(rows: pl.DataFrame, s: Settings) -> pl.DataFrame:
+    """Amounts with more places than their currency's, or float noise, as `Decimal.normalize()` writes them."""
     found = []
     for i, r in enumerate(rows.iter_rows(named=True)):
         for name in ("amount", "vat"):
@@ -314,6 +317,7 @@ def _currency_candidates(rows: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _currency_mismatch(firsts: pl.DataFrame, s: Settings) -> pl.DataFrame:
+    """One finding per user seen in several currencies, on the user's first row."""
     users = firsts.with_row_index("_at").group_by("_user", maintain_order=True).agg("_at", "currency", "id")
     found = [(at[0], "one user seen in several currencies: " + ", ".join(sorted(currencies)), ",".join(ids))
              for at, currencies, ids in users.select("_at", "currency", "id").iter_rows()]
@@ -333,6 +337,7 @@ def _refusals_without_block(events: pl.DataFrame, rows: pl.LazyFrame) -> pl.Lazy
 
 
 def _refused_elsewhere(refusals: pl.DataFrame, s: Settings) -> pl.DataFrame:
+    """The refusals without a block in words, with the balance as the Lambda logged it."""
     found = [(i, "the Lambda refused a debit (balance would go negative; current balance "
                  f"{_plain(balance)}) whose transaction block is not in these logs", None)
              for i, balance in enumerate(refusals.get_column("currentBalance"))]
