@@ -63,10 +63,14 @@ def _in_ledger_order(tx: pl.DataFrame) -> pl.DataFrame:
     """
     tx = tx.rechunk()  # gathering from one chunk is several times faster than from the reader's many
     users = tx.get_column("userId").drop_nulls().unique().sort()
-    rank = pl.col("userId").replace_strict(users, pl.int_range(len(users), dtype=pl.Int128, eager=True),
+    millis = pl.col("timestamp").to_physical()
+    first, last = tx.select(millis.min().alias("first"), millis.max().alias("last")).row(0)
+    span = 0 if first is None else last - first
+    shift = (span + 1).bit_length()  # room for every time offset, and for "no time" (span + 1)
+    wide = pl.Int64 if len(users).bit_length() + shift < 63 else pl.Int128
+    rank = pl.col("userId").replace_strict(users, pl.int_range(len(users), dtype=wide, eager=True),
                                            default=len(users))  # no user: last
-    millis = pl.col("timestamp").to_physical().cast(pl.Int128)
-    key = tx.select(rank * 2**65 + (millis - millis.min()).fill_null(2**64)).to_series()  # no time: last
+    key = tx.select(rank * 2**shift + (millis.cast(wide) - first).fill_null(span + 1)).to_series()
     rows = key.arg_sort()
     ordered = key.gather(rows)
     tied = (ordered == ordered.shift(1)) | (ordered == ordered.shift(-1))

@@ -72,13 +72,15 @@ def ledger_checks(ledger: pl.DataFrame) -> dict[str, int]:
 def currency_totals(ledger: pl.DataFrame, settings: Settings) -> dict[str, dict]:
     """Per currency: transactions, users, debit and credit (gross amounts, as logged) and net."""
     debit, credit, link = pl.col("type") == "DEBIT", pl.col("type") == "CREDIT", pl.col("chainLink")
-    whole = pl.col("amount").truncate().cast(pl.Decimal(38, 0))  # whole units and fractions summed apart:
-    fraction = pl.col("amount") - pl.col("amount").truncate()  # a million amounts below 1e20 need 44 digits
     parts = {"debit": debit, "credit": credit, "debit_applied": link & debit, "credit_applied": link & credit}
-    totals = ledger.group_by("currency").agg(
+    amounts = ledger.select(  # whole units and fractions summed apart: a million amounts below 1e20 need 44 digits
+        "currency", "userId", *[rows.alias(name) for name, rows in parts.items()],
+        pl.col("amount").truncate().cast(pl.Decimal(38, 0)).alias("_whole"),
+        (pl.col("amount") - pl.col("amount").truncate()).alias("_fraction"))
+    totals = amounts.group_by("currency").agg(
         pl.len().alias("transactions"), pl.col("userId").n_unique().alias("users"),
-        *[whole.filter(rows).sum().alias(f"{name}Whole") for name, rows in parts.items()],
-        *[fraction.filter(rows).sum().alias(f"{name}Fraction") for name, rows in parts.items()]).sort("currency")
+        *[pl.col("_whole").filter(name).sum().alias(f"{name}Whole") for name in parts],
+        *[pl.col("_fraction").filter(name).sum().alias(f"{name}Fraction") for name in parts]).sort("currency")
     out: dict[str, dict] = {}
     with localcontext() as ctx:
         ctx.prec = 60  # exact: the only rounding is the currency's half-up

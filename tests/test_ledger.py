@@ -7,7 +7,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 import polars as pl
 from polars.testing import assert_frame_equal
 
-from calo_assets.ledger import build_ledger
+from calo_assets.ledger import ORDER, build_ledger
 from calo_assets.money import round_money
 from calo_assets.settings import Settings
 from tests.frames import NO_ERRORS, ledger, row, transactions
@@ -186,6 +186,17 @@ def test_a_users_chain_never_follows_another_user():
         "first transaction of this user in the logs", "follows T0000, which left 16.4000",
         "first transaction of this user in the logs", "follows T0002, which left 0.4000"]
     assert [r["paymentChainExpected"] for r in out] == [None, D("8.4"), None, D("-1")]
+
+
+def test_ledger_order_is_user_time_id_message_with_nulls_last():
+    rows = [row(i=0, user="u2", seconds=5), row(i=1, user="u1", seconds=5, tx_id="B"),
+            row(i=2, user="u1", seconds=5, tx_id="A"), row(i=3, user="u1", seconds=5, tx_id="A"),
+            row(i=4, user="u1", seconds=1), row(i=5, user=None, seconds=0), row(i=6, user="u1", seconds=5, tx_id="A")]
+    rows[3]["messageId"], rows[6]["messageId"] = "m0", None
+    rows[4]["timestamp"] = None
+    tx = transactions(rows)
+    assert_frame_equal(ledger(rows).select(ORDER), tx.sort(ORDER, nulls_last=True).select(ORDER))
+    assert ledger(rows)["line"].to_list() == [13, 12, 16, 11, 14, 10, 15]
 
 
 def test_many_small_chunks_give_the_same_ledger():
