@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 from polars.testing import assert_frame_equal
 
-from calo_assets.anomalies import ANOMALY_SCHEMA, KNOWN_ACTIONS, MAD_MIN_TRANSACTIONS, MAD_SCALE, NOISE_PLACES, SEVERITY
-from calo_assets.anomalies import detect_anomalies
+from calo_assets.anomalies import (ANOMALY_SCHEMA, KNOWN_ACTIONS, MAD_MIN_TRANSACTIONS, MAD_SCALE, NOISE_PLACES,
+                                   SEVERITY, detect_anomalies)
 from calo_assets.events import read_logs
 from calo_assets.generator import generate_export
 from calo_assets.ledger import LEDGER_COLUMNS, ORDER, build_ledger, money_scale
