@@ -6,7 +6,7 @@ currency's places, and no figure adds two currencies.
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import localcontext
 
 import polars as pl
 
@@ -33,8 +33,8 @@ def build_summary(parsed: ParsedLogs, ledger: pl.DataFrame, anomalies: pl.DataFr
     kinds = dict(zip(*anomalies.group_by("type").len().to_dict(as_series=False).values()))
     refusals = parsed.events.filter(pl.col("kind") == "refusal")
     checks["refused_debits"] = refusals.height
-    checks["refusals_without_block"] = refusals.filter(
-        pl.col("transactionId").is_null() | ~pl.col("transactionId").is_in(ledger["id"].implode())).height
+    checks["refusals_without_block"] = refusals.join(  # a refusal naming no transaction counts too
+        ledger.select("id"), left_on="transactionId", right_on="id", how="anti").height
     return {
         "transactions": ledger.height,
         "users": ledger["userId"].n_unique(),
@@ -71,26 +71,30 @@ def ledger_checks(ledger: pl.DataFrame) -> dict[str, int]:
 
 def currency_totals(ledger: pl.DataFrame, settings: Settings) -> dict[str, dict]:
     """Per currency: transactions, users, debit and credit (gross amounts, as logged) and net."""
+    debit, credit, link = pl.col("type") == "DEBIT", pl.col("type") == "CREDIT", pl.col("chainLink")
+    parts = {"debit": debit, "credit": credit, "debit_applied": link & debit, "credit_applied": link & credit}
+    amounts = ledger.select(  # whole units and fractions summed apart: a million amounts below 1e20 need 44 digits
+        "currency", "userId", *[rows.alias(name) for name, rows in parts.items()],
+        pl.col("amount").truncate().cast(pl.Decimal(38, 0)).alias("_whole"),
+        (pl.col("amount") - pl.col("amount").truncate()).alias("_fraction"))
+    totals = amounts.group_by("currency").agg(
+        pl.len().alias("transactions"), pl.col("userId").n_unique().alias("users"),
+        *[pl.col("_whole").filter(name).sum().alias(f"{name}Whole") for name in parts],
+        *[pl.col("_fraction").filter(name).sum().alias(f"{name}Fraction") for name in parts]).sort("currency")
     out: dict[str, dict] = {}
-    for cur in sorted(ledger["currency"].unique().to_list()):
-        part = ledger.filter(pl.col("currency") == cur)
-        p = settings.places(cur)
-        debit = _sum(part.filter(pl.col("type") == "DEBIT")["amount"])
-        credit = _sum(part.filter(pl.col("type") == "CREDIT")["amount"])
-        applied = part.filter(pl.col("chainLink"))
-        out[cur] = {
-            "transactions": part.height,
-            "users": part["userId"].n_unique(),
-            "debit": fmt(debit, p),
-            "credit": fmt(credit, p),
-            "net": fmt(credit - debit, p),
-            "debit_applied": fmt(_sum(applied.filter(pl.col("type") == "DEBIT")["amount"]), p),
-            "credit_applied": fmt(_sum(applied.filter(pl.col("type") == "CREDIT")["amount"]), p),
-            "places": p,
-        }
+    with localcontext() as ctx:
+        ctx.prec = 60  # exact: the only rounding is the currency's half-up
+        for row in totals.iter_rows(named=True):
+            p = settings.places(row["currency"])
+            sums = {name: row[f"{name}Whole"] + row[f"{name}Fraction"] for name in parts}
+            out[row["currency"]] = {
+                "transactions": row["transactions"],
+                "users": row["users"],
+                "debit": fmt(sums["debit"], p),
+                "credit": fmt(sums["credit"], p),
+                "net": fmt(sums["credit"] - sums["debit"], p),
+                "debit_applied": fmt(sums["debit_applied"], p),
+                "credit_applied": fmt(sums["credit_applied"], p),
+                "places": p,
+            }
     return out
-
-
-def _sum(values: pl.Series) -> Decimal:
-    """Exact sum in Python Decimal (a Polars Decimal sum is exact too, but this keeps the type plain)."""
-    return sum((v for v in values.to_list() if v is not None), Decimal(0))

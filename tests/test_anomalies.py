@@ -45,6 +45,20 @@ def test_mad_spike_respects_its_threshold():
     assert of_type(findings(rows, Settings(mad_threshold=D("200"))), "MADSpike").height == 0
 
 
+def test_mad_spike_exactly_at_the_threshold_is_not_one():
+    """The screen passes groups near the threshold; the exact Decimal score decides (strictly above counts)."""
+    s = Settings(mad_threshold=D("6.745"))  # median 12, MAD 1: an amount of 22 scores exactly 0.6745 * 10
+    assert of_type(findings(chain(["10", "11", "12", "13", "22"]), s), "MADSpike").height == 0
+    past = of_type(findings(chain(["10", "11", "12", "13", "22.0001"]), s), "MADSpike")
+    assert past["transactionId"].to_list() == ["T0004"] and "robust z-score 6.7, threshold 6.745" in past["details"][0]
+
+
+def test_mad_spike_among_amounts_too_large_for_the_screen():
+    rows = chain(["20000000", "20000001", "20000002", "20000003", "20000100"], start="1000000000")
+    spike = of_type(findings(rows), "MADSpike")
+    assert spike["transactionId"].to_list() == ["T0004"] and "median 20000002.0000 (MAD 1.0000" in spike["details"][0]
+
+
 def test_duplicate_transaction_id_applied_twice():
     rows = [row(tx_id="DUP"), row(i=1, tx_id="DUP", old="16.4", new="8.4")]
     dup = of_type(findings(rows), "DuplicateTxId")

@@ -4,9 +4,13 @@ from decimal import Decimal as D
 
 from hypothesis import given, settings as hsettings, strategies as st
 
+import polars as pl
+from polars.testing import assert_frame_equal
+
+from calo_assets.ledger import ORDER, build_ledger
 from calo_assets.money import round_money
 from calo_assets.settings import Settings
-from tests.frames import ledger, row
+from tests.frames import NO_ERRORS, ledger, row, transactions
 
 def test_expected_balance_is_worked_out_in_words():
     r = ledger([row()]).row(0, named=True)
@@ -173,14 +177,75 @@ def test_an_injected_jump_is_a_single_continuity_break(rows, data):
     assert not found["balanceMismatch"] and not found["overdraft"]
 
 
-def test_chunked_building_gives_the_same_ledger(monkeypatch):
-    """Big ledgers are built in chunks; the chain must carry across chunk edges."""
-    import calo_assets.ledger as ledger_module
+def test_a_users_chain_never_follows_another_user():
+    """Chains are carried from row to row in ledger order; a new user starts afresh."""
+    rows = [row(), row(i=1, old="16.4", new="8.4"), row(i=2, user="u2", old="8.4", new="0.4", pay="7"),
+            row(i=3, user="u2", old="0.4", new="-7.6", pay="-1")]
+    out = ledger(rows).to_dicts()
+    assert [r["continuityReason"] for r in out] == [
+        "first transaction of this user in the logs", "follows T0000, which left 16.4000",
+        "first transaction of this user in the logs", "follows T0002, which left 0.4000"]
+    assert [r["paymentChainExpected"] for r in out] == [None, D("8.4"), None, D("-1")]
 
-    rows = [row(), row(i=1, old="16.4", new="8.4"), row(i=2, old="9", new="1"), row(i=3, old="1", new="-7"),
-            row(i=4, user="u2", old="5", new="-3")]
-    whole = ledger(rows)
-    monkeypatch.setattr(ledger_module, "CHUNK", 2)
-    chunked = ledger(rows)
-    assert chunked.equals(whole)
-    assert chunked["continuityBreak"].to_list() == [False, False, True, False, False]
+
+def test_ledger_order_is_user_time_id_message_with_nulls_last():
+    rows = [row(i=0, user="u2", seconds=5), row(i=1, user="u1", seconds=5, tx_id="B"),
+            row(i=2, user="u1", seconds=5, tx_id="A"), row(i=3, user="u1", seconds=5, tx_id="A"),
+            row(i=4, user="u1", seconds=1), row(i=5, user=None, seconds=0), row(i=6, user="u1", seconds=5, tx_id="A")]
+    rows[3]["messageId"], rows[6]["messageId"] = "m0", None
+    rows[4]["timestamp"] = None
+    tx = transactions(rows)
+    assert_frame_equal(ledger(rows).select(ORDER), tx.sort(ORDER, nulls_last=True).select(ORDER))
+    assert ledger(rows)["line"].to_list() == [13, 12, 16, 11, 14, 10, 15]
+
+
+def test_many_small_chunks_give_the_same_ledger():
+    """The reader hands over frames in many chunks; Polars' streaming engine then sees empty pieces."""
+    rows = [row(i=i, user=f"u{i % 3}", old="24.4", new="16.4" if i % 4 else "16",
+                outcome="refused" if i % 5 else "applied") for i in range(40)]
+    whole = transactions(rows)
+    chunked = pl.concat([whole.slice(i, 1) for i in range(whole.height)], rechunk=False)
+    assert chunked.n_chunks() == 40
+    assert_frame_equal(build_ledger(chunked, NO_ERRORS, Settings()), build_ledger(whole, NO_ERRORS, Settings()))
+
+
+# -- boundaries of the exact columnar arithmetic -------------------------------------------------------------
+
+def test_amounts_next_to_the_largest_logged_value_stay_exact():
+    """Three amounts below 1e20 can sum past what a Polars decimal holds: the sum is split, never rounded early."""
+    huge = row(amount="-99999999999999999999.99995", old="99999999999999999999.99995", new=None)
+    r = ledger([huge]).row(0, named=True)
+    assert r["expectedNewBalance"] == D("199999999999999999999.9999")
+    assert r["balanceExplanation"] == (
+        "expected 199999999999999999999.9999 = 100000000000000000000.0000 - (-100000000000000000000.0000 - 0.0000); "
+        "newBalance not logged, filled with the expected value for continuity")
+
+
+def test_huge_terms_that_cancel_round_their_tiny_difference_half_up_with_its_sign():
+    r = ledger([row(amount="99999999999999999999.00005", old="99999999999999999999.00004", new="0")]).row(0, named=True)
+    assert r["expectedNewBalance"] == 0 and not r["overdraft"] and not r["balanceMismatch"]
+    assert r["balanceExplanation"] == ("expected -0.0000 = 99999999999999999999.0000 - "
+                                       "(99999999999999999999.0001 - 0.0000), logged 0.0000")
+
+
+def test_negative_zero_is_written_as_python_writes_it():
+    """fmt(Decimal("-0.00004"), 4) is "-0.0000": a negative amount that rounds to zero keeps its sign in words."""
+    r = ledger([row(amount="8", old="8", new="0", pay="-0.00004")]).row(0, named=True)
+    assert not r["paymentBalanceNegative"] and r["inSync"]
+    assert r["syncExplanation"] == "paymentBalance -0.0000 equals newBalance 0.0000"
+
+
+def test_zero_places_round_half_up_to_whole_units():
+    r = ledger([row(currency="AED", amount="8.5", old="24.4", new="16")], Settings(default_places=0)).row(0, named=True)
+    assert r["places"] == 0 and r["expectedNewBalance"] == D("16") and not r["balanceMismatch"]
+    assert r["balanceExplanation"] == "expected 16 = 24 - (9 - 0), logged 16"
+
+
+def test_every_chain_check_lets_a_difference_exactly_at_the_tolerance_pass():
+    at = [row(pay="16.405"), row(i=1, old="16.405", new="8.405", pay="8.41")]  # each off by 0.005
+    past = [row(pay="16.4051"), row(i=1, old="16.4051", new="8.4051", pay="8.4102")]  # each off by 0.0051
+    a, b = ledger(at).row(1, named=True), ledger(past).row(1, named=True)
+    assert not a["continuityBreak"] and a["inSync"] and not a["paymentChainBreak"]
+    assert b["continuityBreak"] and b["inSync"] is False and b["paymentChainBreak"]
+    assert b["paymentChainReason"] == ("paymentBalance 8.4102 but T0000 left 16.4051 and this moves it by -8.0000: "
+                                       "expected 8.4051")
