@@ -25,7 +25,8 @@ CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
 import polars as pl
-from calo_assets.events import TABLES, ParsedLogs, read_logs
+from calo_assets.parsed import TABLES, ParsedLogs
+from calo_assets.reading import read_logs
 from calo_assets.ledger import build_ledger
 from calo_assets.anomalies import detect_anomalies
 from calo_assets.summary import build_summary
