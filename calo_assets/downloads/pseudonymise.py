@@ -11,6 +11,10 @@ the CSV and the HTML has each of them replaced, in every form the reports write
 them, wherever it appears (also inside details and explanations). Longer ids are matched first, so an id
 that is a prefix of another never leaves a tail behind. Results are cached per
 (version, file, source sha256, key) so only the first download pays.
+
+The workbook is read and rewritten as XML text by the module that writes it
+(`reports.xlsx`), part by part: no cell object is built and a large workbook is
+never loaded whole; numbers, styles and layout are copied as they are.
 """
 
 from __future__ import annotations
@@ -28,9 +32,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from markupsafe import escape
-from openpyxl import load_workbook
 
 from calo_assets.downloads.versions import Version
+from calo_assets.reports import xlsx
 from calo_assets.reports.safe_text import looks_like_formula
 
 USER_ID_COLUMN = "userId"
@@ -56,22 +60,15 @@ def _as_logged(text: str) -> str:
 
 
 def ids_from_xlsx(path: Path) -> set[str]:
-    """The values under every `userId` header (row 1) of every sheet (Ledger, ByUser, Overdrafts, ...),
-    and ids quoted after `userId` in any text (log excerpts of rejected blocks name users no column has)."""
-    wb = load_workbook(path, read_only=True)
-    try:
-        ids = set()
-        for ws in wb.worksheets:
-            rows = ws.iter_rows(values_only=True)
-            header = next(rows, ())
-            columns = [i for i, name in enumerate(header) if name == USER_ID_COLUMN]
-            for row in rows:
-                ids |= {str(row[i]) for i in columns if i < len(row) and row[i] not in (None, "")}
-                ids |= {m for v in row if isinstance(v, str) and USER_ID_COLUMN in v
-                        for m in USER_ID_IN_TEXT.findall(v)}
-        return ids
-    finally:
-        wb.close()
+    """The values under every `userId` header of every sheet (Ledger, ByUser, Overdrafts, ...), and ids
+    quoted after `userId` in any text (log excerpts of rejected blocks name users no column has)."""
+    ids = set()
+    for text, in_column in xlsx.find_texts(path, under=USER_ID_COLUMN, containing=USER_ID_COLUMN):
+        if in_column:
+            ids.add(text)
+        if USER_ID_COLUMN in text:
+            ids.update(USER_ID_IN_TEXT.findall(text))
+    return ids
 
 
 def _written_forms(raw: str) -> set[str]:
@@ -121,29 +118,6 @@ def _trie(words: Iterable[str]) -> str:
     return pattern(root)
 
 
-def _rewrite_xlsx(source: Path, target: Path, replace: Replacer) -> None:
-    """Rewrite every text cell, hyperlink and comment of every sheet with openpyxl (styles are kept).
-
-    A cell keeps its data type: openpyxl would read new text starting with `=` as a
-    formula, and the report writes such log text as a string cell on purpose.
-    """
-    wb = load_workbook(source)
-    for ws in wb.worksheets:
-        for row in ws.iter_rows():
-            for cell in row:
-                if isinstance(cell.value, str) and (text := replace(cell.value)) != cell.value:
-                    data_type = cell.data_type
-                    cell.value = text
-                    cell.data_type = data_type
-                if cell.hyperlink is not None:
-                    for attr in ("target", "location", "display", "tooltip"):
-                        if isinstance(getattr(cell.hyperlink, attr), str):
-                            setattr(cell.hyperlink, attr, replace(getattr(cell.hyperlink, attr)))
-                if cell.comment is not None:
-                    cell.comment.text = replace(cell.comment.text)
-    wb.save(target)
-
-
 def _rewrite_text(source: Path, target: Path, replace: Replacer) -> None:
     """Line by line, so a large CSV never has to fit in memory (an id never spans lines)."""
     with open(source, encoding="utf-8", newline="") as src, open(target, "w", encoding="utf-8", newline="") as out:
@@ -152,7 +126,7 @@ def _rewrite_text(source: Path, target: Path, replace: Replacer) -> None:
 
 
 REWRITERS: dict[str, Callable[[Path, Path, Replacer], None]] = {
-    "report.xlsx": _rewrite_xlsx, "report.html": _rewrite_text, "raw_parsed.csv": _rewrite_text}
+    "report.xlsx": xlsx.rewrite_texts, "report.html": _rewrite_text, "raw_parsed.csv": _rewrite_text}
 
 
 class Pseudonymiser:

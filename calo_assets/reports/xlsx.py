@@ -22,10 +22,12 @@ for one Python value at a time; a test holds the two paths to the same output.
 
 from __future__ import annotations
 
+import codecs
 import math
 import os
 import re
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -418,3 +420,102 @@ class SheetWriter:
                 (pl.int_range(pl.len()) + (self.rows_written + 1)).cast(pl.String).alias(ROW))
             self._part.write(chunk.select(row).item().encode())
             self.rows_written += chunk.height
+
+
+# -- reading a workbook back as text: the auditor's pseudonymised copy ----------------------------
+#
+# The product's workbooks hold every text as an inline string (`<c t="inlineStr"><is><t>…</t></is></c>`),
+# as openpyxl's write-only mode did before this module: a cell's text is found, and replaced, in the
+# sheet's XML without building any cell. Parts are read a block at a time and cut after a whole row
+# (or string, or comment), so a text is never split and a large workbook is never loaded whole.
+
+READ_BYTES = 1 << 22
+#: The element that closes a unit of each part holding texts; a unit is handled whole.
+_UNIT_END = {"xl/worksheets/_rels/": None, "xl/worksheets/": "</row>", "xl/sharedStrings": "</si>",
+             "xl/comments": "</comment>"}
+_TEXT = re.compile(r"(<t(?: [^>]*)?>)([^<]+)(?=</t>)")
+#: Texts held in attributes: a hyperlink's label, tip and place, an external link's target.
+_LINK = re.compile(r"<hyperlink [^>]*>|<Relationship [^>]*TargetMode=\"External\"[^>]*>")
+_LINK_TEXT = re.compile(r'\b(display|tooltip|location|Target)="([^"]*)"')
+_ATTR_ESCAPE_TABLE = str.maketrans({**_XML_ESCAPES, '"': "&quot;"})
+
+
+def _unit_end(name: str) -> str | None | bool:
+    """How a part is cut into units (None: whole), or False for a part that holds no text."""
+    return next((end for prefix, end in _UNIT_END.items() if name.startswith(prefix)), False)
+
+
+def _units(book: zipfile.ZipFile, name: str, end: str | None) -> Iterator[str]:
+    """The part's text, in pieces that each end on `end` (the whole part when None)."""
+    decode = codecs.getincrementaldecoder("utf-8")().decode
+    carry = ""
+    with book.open(name) as fh:
+        while block := fh.read(READ_BYTES):
+            carry += decode(block)
+            cut = carry.rfind(end) if end else -1
+            if cut != -1:
+                cut += len(end)
+                yield carry[:cut]
+                carry = carry[cut:]
+    carry += decode(b"", final=True)
+    if carry:
+        yield carry
+
+
+def _worksheets(book: zipfile.ZipFile) -> list[str]:
+    if "xl/sharedStrings.xml" in book.namelist():
+        raise ValueError("this workbook keeps its texts in a shared-strings table; report workbooks hold inline "
+                         "strings only, so it was not written by this product")
+    return [n for n in book.namelist() if n.startswith("xl/worksheets/") and n.endswith(".xml")]
+
+
+def find_texts(path: Path, *, under: str, containing: str) -> Iterator[tuple[str, bool]]:
+    """Every text under a header cell reading `under`, and every text holding `containing`, as
+    (text, whether it is under such a header). The header row is the sheet's frozen one."""
+    head = re.escape(xml_escape(under))
+    holding = re.compile(r"<t(?: [^>]*)?>([^<]*" + re.escape(xml_escape(containing)) + r"[^<]*)</t>")
+    with zipfile.ZipFile(path) as book:
+        for name in _worksheets(book):
+            header_row, column = None, None
+            for unit in _units(book, name, "</row>"):
+                if header_row is None:  # the sheet's head, before its first row
+                    pane = re.search(r'<pane [^>]*ySplit="(\d+)"', unit)
+                    header_row = int(pane.group(1)) if pane else 0
+                if header_row and column is None and f'<row r="{header_row}"' in unit:
+                    letters = re.findall(rf'<c r="([A-Z]+){header_row}"[^>]*><is><t(?: [^>]*)?>{head}</t>', unit)
+                    column = letters and re.compile(
+                        rf'<c r="(?:{"|".join(letters)})(\d+)"[^>]*><is><t(?: [^>]*)?>([^<]*)</t>')
+                if column:
+                    yield from ((xml_unescape(t), True) for row, t in column.findall(unit) if int(row) > header_row)
+                yield from ((xml_unescape(t), False) for t in holding.findall(unit))
+
+
+def rewrite_texts(source: Path, target: Path, replace: Callable[[str], str]) -> None:
+    """A copy of the workbook at `source` with every text passed through `replace`: cell texts, shared
+    strings, comments, hyperlink labels and external link targets. Numbers, styles, layout stay as they
+    are; a text made longer than a cell holds is cut as the writer cuts it."""
+    def text(m: re.Match) -> str:
+        old = xml_unescape(m.group(2))
+        new = replace(old)
+        return m.group(0) if new == old else m.group(1) + xml_escape(for_excel(new)[0])
+
+    def attribute(m: re.Match) -> str:
+        old = xml_unescape(m.group(2))
+        new = replace(old)
+        return m.group(0) if new == old else f'{m.group(1)}="{new.translate(_ATTR_ESCAPE_TABLE)}"'
+
+    with zipfile.ZipFile(source) as book, open(target, "wb") as fh:
+        archive = ZipStream(fh)
+        for name in book.namelist():
+            end = _unit_end(name)
+            with archive.part(name) as part:
+                if end is False:
+                    with book.open(name) as src:
+                        while block := src.read(READ_BYTES):
+                            part.write(block)
+                    continue
+                for unit in _units(book, name, end):
+                    unit = _TEXT.sub(text, unit)
+                    unit = _LINK.sub(lambda m: _LINK_TEXT.sub(attribute, m.group(0)), unit)
+                    part.write(unit.encode())
+        archive.close()
