@@ -2,7 +2,8 @@
 
 Log fields are written by whoever created the transaction; opened in Excel or
 LibreOffice, a value such as `=HYPERLINK(...)` must stay text. In the workbook
-such a value is written as a string cell with the quote-prefix style; in CSV
+such a value (also `_x003D_...`, which Excel decodes to `=`, and an error value
+such as `#N/A`) is written as a string cell with the quote-prefix style; in CSV
 (which has no cell types) it gets a leading `'`. Characters that XML 1.0, and so
 the xlsx format, cannot hold (C0 controls other than tab, line feed and carriage
 return; U+FFFE and U+FFFF) become visible `\\xNN` / `\\uNNNN` escapes, so the row
@@ -40,6 +41,9 @@ _CONTROL_RE = re.compile("[" + "".join(_CONTROLS) + "]")
 # Lone surrogates reach a Python str from undecodable file names; Polars text cannot hold them.
 _XLSX_REFUSED_RE = re.compile("[" + "".join(EXCEL_ESCAPES) + "\ud800-\udfff]")
 _FORMULA_RE = "^[" + "".join("\\" + c if c in "-^]\\" else c for c in FORMULA_START) + "]"
+#: Excel reads `_xHHHH_` in a cell's text as the character HHHH: a formula start written so is quoted too.
+_ENCODED_FORMULA_RE = "^_x00(?:3[dD]|2[bBdD]|40|09|0[dD])_"
+_EXCEL_QUOTE_RE = re.compile(f"{_FORMULA_RE}|{_ENCODED_FORMULA_RE}")
 
 
 def escape_controls(text: str) -> str:
@@ -56,7 +60,7 @@ def for_excel(text: str) -> tuple[str, bool]:
     text = _XLSX_REFUSED_RE.sub(lambda m: _visible(m.group()), text)
     if len(text) > MAX_CELL_CHARS:
         text = text[: MAX_CELL_CHARS - len(TRUNCATED)] + TRUNCATED
-    return text, looks_like_formula(text) or text in ERROR_CODES
+    return text, bool(_EXCEL_QUOTE_RE.match(text)) or text in ERROR_CODES
 
 
 def excel_expr(column: str) -> pl.Expr:
@@ -69,7 +73,7 @@ def excel_expr(column: str) -> pl.Expr:
 def needs_quote_expr(column: str) -> pl.Expr:
     """Whether `for_excel` asks for the quote prefix, from the text as logged: escaping and cutting keep
     the first character of a formula and never make one (an escape starts with a backslash)."""
-    return pl.col(column).str.contains(_FORMULA_RE) | pl.col(column).is_in(ERROR_CODES)
+    return pl.col(column).str.contains(_EXCEL_QUOTE_RE.pattern) | pl.col(column).is_in(ERROR_CODES)
 
 
 def for_csv(text: str) -> str:

@@ -170,8 +170,8 @@ _EXCEL_EPOCH, _DAY = datetime(1899, 12, 30), timedelta(days=1)
 
 def cell_xml(ref: str, value, styles: Styles, style: Style = PLAIN) -> str:
     """One cell: text made safe (quote prefix when formula-like), numbers and date-times as numbers."""
-    if value is None or value == "":
-        return f'<c r="{ref}"{styles.attr(style)}/>' if style != PLAIN else ""
+    if value is None or value == "":  # left out, unless the row is filled across
+        return f'<c r="{ref}"{styles.attr(Style(fill=style.fill))}/>' if style.fill else ""
     if isinstance(value, str):
         text, quote = for_excel(value)
         space = ' xml:space="preserve"' if text != text.strip(" \t\n\r") else ""
