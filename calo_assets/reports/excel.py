@@ -9,6 +9,7 @@ keeps a steady memory footprint.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
@@ -55,63 +56,87 @@ def fits(rows: int) -> bool:
 
 @dataclass
 class _Table:
-    """One data sheet: the frame, which columns to show, which rows to mark."""
+    """One data sheet: the frame, which columns to show, which rows to mark, which rows come first.
+
+    The rows shown are `rows` (indices into the frame, in the sheet's order) or, when None, every row
+    as it is: ordering and cutting never copy a frame, the writer gathers its rows a chunk at a time.
+    """
 
     title: str
     frame: pl.DataFrame
     columns: list[str]
     flag: pl.Expr | None = None
+    first: pl.Expr | None = None  # rows where it holds come first, each part in the frame's order
     only_flagged_when_cut: bool = False  # the Ledger keeps its flagged rows when too long
     transactions: bool = False  # one row per transaction: the rows left out are in raw_parsed.csv
+    rows: pl.Series | None = None
     note: str = ""
 
+    @property
+    def shown(self) -> int:
+        return self.frame.height if self.rows is None else self.rows.len()
+
     def fit(self) -> _Table:
-        """Cut the frame to the sheet's row limit, saying so in a note above the header."""
+        """Order the rows, then cut them to the sheet's row limit, saying so in a note above the header."""
+        index = pl.int_range(pl.len(), dtype=pl.UInt32)
+        if self.first is not None:
+            self.rows = self.frame.select(index.sort_by(self.first, descending=True, maintain_order=True)).to_series()
         total = self.frame.height
         if fits(total):
             return self
         room = EXCEL_MAX_ROWS - 2  # header and note
-        frame = self.frame
         if self.only_flagged_when_cut and self.flag is not None:
-            frame = frame.filter(self.flag)
+            self.rows = self.frame.select(index.filter(self.flag)).to_series()
             what = "only the rows that fail a check"
         else:
             what = "the first rows in the order of this sheet"
-        frame = frame.head(room)
-        self.note = (f"This sheet shows {frame.height:,} of {total:,} rows, {what}: an Excel sheet holds at most "
+        self.rows = (self.rows if self.rows is not None else self.frame.select(index).to_series()).head(room)
+        self.note = (f"This sheet shows {self.shown:,} of {total:,} rows, {what}: an Excel sheet holds at most "
                      f"{EXCEL_MAX_ROWS:,} rows."
                      + (f" Every transaction, with its file and line, is in {CSV_NAME}." if self.transactions else ""))
-        self.frame = frame
         return self
 
 
 def write_workbook(analysis: Analysis, path: Path) -> Path:
-    """Write report.xlsx to `path`: Summary, then the data sheets in the order below."""
-    ledger = analysis.ledger
-    parsed = analysis.parsed
-    data = [
-        _Table("Ledger", ledger, ledger_columns(analysis.settings.excel_columns), tables.flagged(),
-               only_flagged_when_cut=True, transactions=True),
-        _Table("Reconciliation", tables.reconciliation(ledger), [], tables.unreconciled(), transactions=True),
-        _Table("ByUser", tables.by_user(ledger), [], pl.col("flaggedRows") > 0),
-        _Table("BySource", tables.by_source(ledger), []),
-        _Table("Overdrafts", tables.overdrafts(analysis), [], pl.col("attemptedOverdraft").fill_null(False)),
-        _Table("Anomalies", analysis.anomalies, [], pl.col("severity") == "high"),
-        _Table("SyncErrors", tables.sync_errors(analysis), []),
-        _Table("Rejects", parsed.rejects.select("sourceFile", "line", "endLine", "kind", "reason", "excerpt",
-                                                "timestamp", "requestId", "messageId"), []),
-        _Table("DataQuality", parsed.files.select(
+    """Write report.xlsx to `path`: Summary, then the data sheets in the order of `_data_sheets`.
+
+    Each data sheet's frame is built, written and let go before the next, so only one is in
+    memory at a time; the Summary, which names the sheets cut at the row limit, is written
+    last and listed first.
+    """
+    cut = []
+    with xlsx.Workbook(path) as book:
+        for make in _data_sheets(analysis):
+            table = make().fit()
+            _write_table(book, table, analysis.settings.default_places)
+            if table.note:
+                cut.append((table.title, table.note))
+            del table  # let its frame go before the next one is built
+        with book.sheet("Summary", SUMMARY_WIDTHS, position=0) as ws:
+            _write_summary(ws, analysis, cut)
+    return Path(path)
+
+
+def _data_sheets(analysis: Analysis) -> list[Callable[[], _Table]]:
+    """How to build each data sheet, in the workbook's order."""
+    ledger, parsed = analysis.ledger, analysis.parsed
+    return [
+        lambda: _Table("Ledger", ledger, ledger_columns(analysis.settings.excel_columns), tables.flagged(),
+                       only_flagged_when_cut=True, transactions=True),
+        lambda: _Table("Reconciliation", ledger.select(tables.RECONCILIATION_COLUMNS), [], tables.unreconciled(),
+                       first=tables.unreconciled(), transactions=True),
+        lambda: _Table("ByUser", tables.by_user(ledger), [], pl.col("flaggedRows") > 0),
+        lambda: _Table("BySource", tables.by_source(ledger), []),
+        lambda: _Table("Overdrafts", tables.overdrafts(analysis), [], pl.col("attemptedOverdraft").fill_null(False)),
+        lambda: _Table("Anomalies", analysis.anomalies, [], pl.col("severity") == "high"),
+        lambda: _Table("SyncErrors", tables.sync_errors(analysis), []),
+        lambda: _Table("Rejects", parsed.rejects.select("sourceFile", "line", "endLine", "kind", "reason", "excerpt",
+                                                        "timestamp", "requestId", "messageId"), []),
+        lambda: _Table("DataQuality", parsed.files.select(
             "path", "status", "reason", "size", "sha256", "gzip", "truncated", "invalidUtf8", "longLines",
             "lines", "decompressedBytes", "records", "transactionBlocks"), [],
             pl.col("status").is_in(["skipped", "refused", "duplicate"]) | pl.col("truncated")),
     ]
-    data = [t.fit() for t in data]
-    with xlsx.Workbook(path) as book:
-        with book.sheet("Summary", SUMMARY_WIDTHS) as ws:
-            _write_summary(ws, analysis, data)
-        for t in data:
-            _write_table(book, t, analysis.settings.default_places)
-    return Path(path)
 
 
 def _write_table(book: xlsx.Workbook, t: _Table, default_places: int) -> None:
@@ -123,14 +148,14 @@ def _write_table(book: xlsx.Workbook, t: _Table, default_places: int) -> None:
     header_row = 2 if t.note else 1
     last = xlsx.column_letter(len(columns))
     with book.sheet(t.title, _widths(frame, columns, headers, kinds), frozen_rows=header_row,
-                    filter_ref=f"A{header_row}:{last}{header_row + frame.height}",
-                    rows=header_row + frame.height, columns=len(columns)) as ws:
+                    filter_ref=f"A{header_row}:{last}{header_row + t.shown}",
+                    rows=header_row + t.shown, columns=len(columns)) as ws:
         if t.note:
             ws.row([t.note], Style(fill=NOTE_FILL, italic=True))
         ws.row(headers, HEADER)
         places = frame["places"].fill_null(default_places) if "places" in frame.columns else None  # no money
         marks = frame.select(t.flag)[:, 0] if t.flag is not None else None
-        ws.frame(frame.select(columns), FORMATS, places=places, marks=marks)
+        ws.frame(frame.select(columns), FORMATS, places=places, marks=marks, rows=t.rows)
 
 
 def _widths(frame: pl.DataFrame, columns: list[str], headers: list[str], kinds: list[str]) -> list[float]:
@@ -151,7 +176,7 @@ def _widths(frame: pl.DataFrame, columns: list[str], headers: list[str], kinds: 
 SUMMARY_WIDTHS = [46, 16, 10, 18, 18, 18, 18, 18, 8]
 
 
-def _write_summary(ws: xlsx.SheetWriter, analysis: Analysis, data: list[_Table]) -> None:
+def _write_summary(ws: xlsx.SheetWriter, analysis: Analysis, cut: list[tuple[str, str]]) -> None:
     """What was read, the reconciliation, the figures per currency, the checks and the run's parameters."""
     s = analysis.summary
     rec = analysis.parsed.reconciliation()
@@ -214,10 +239,9 @@ def _write_summary(ws: xlsx.SheetWriter, analysis: Analysis, data: list[_Table])
            *[(f"Currency places: {cur}", p) for cur, p in sorted(settings.currency_places.items())],
            ("Ledger columns", settings.excel_columns), ("Time of run (UTC)", run_at),
            ("Input folder", analysis.input_label or "—"), ("Product version", analysis.version)])
-    notes = [(t.title, t.note) for t in data if t.note]
-    if notes:
+    if cut:
         title("Sheets cut at Excel's row limit")
-        pairs(notes)
+        pairs(cut)
 
 
 def _write_completeness(ws: xlsx.SheetWriter, s: dict, title) -> None:

@@ -42,13 +42,14 @@ from calo_assets.reports.zip_stream import ZipStream
 MAIN_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
 REL_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
 #: Rows turned into XML at a time: large enough for Polars to pay off, small enough to bound memory.
-CHUNK_ROWS = 32_768
+CHUNK_ROWS = 8_192
 #: Excel's date-time serial of 1970-01-01, and milliseconds per day.
 _EPOCH_SERIAL, _DAY_MS = 25_569, 86_400_000
 #: Number formats Excel knows by id; others are numbered from 164 in styles.xml.
 _BUILTIN_FORMATS = {"0": 1, "0.00": 2}
 _XML_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"}
 _XML_ESCAPE_TABLE = str.maketrans(_XML_ESCAPES)
+_SPACE = " \t\n\r"
 _HEAD = b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
 
 
@@ -174,7 +175,7 @@ def cell_xml(ref: str, value, styles: Styles, style: Style = PLAIN) -> str:
         return f'<c r="{ref}"{styles.attr(Style(fill=style.fill))}/>' if style.fill else ""
     if isinstance(value, str):
         text, quote = for_excel(value)
-        space = ' xml:space="preserve"' if text != text.strip(" \t\n\r") else ""
+        space = ' xml:space="preserve"' if text != text.strip(_SPACE) else ""
         return (f'<c r="{ref}"{styles.attr(style.but(quote=quote) if quote else style)} t="inlineStr"><is><t{space}>'
                 f"{xml_escape(text)}</t></is></c>")
     if isinstance(value, bool):
@@ -237,8 +238,8 @@ def _cell_expr(name: str, letter: str, kind_: str, places: list[int], styles: St
             text = safe.str.replace_many(_XML_ESCAPES)
         else:  # one pass: the escapes of safe_text and of XML at once
             safe, text = col, col.str.replace_many({**EXCEL_ESCAPES, **_XML_ESCAPES})
-        space = pl.when(safe.str.contains(r"^[ \t\n\r]|[ \t\n\r]$")).then(pl.lit(' xml:space="preserve"')) \
-            .otherwise(pl.lit(""))
+        padded = safe.str.strip_chars(_SPACE).str.len_bytes() != safe.str.len_bytes()  # Excel trims unless told
+        space = pl.when(padded).then(pl.lit(' xml:space="preserve"')).otherwise(pl.lit(""))
         cell = pl.when(col != "").then(pl.concat_str(
             [*start, _attr(styles, PLAIN, fill, needs_quote_expr(name)), pl.lit(' t="inlineStr"><is><t'), space,
              pl.lit(">"), text, pl.lit("</t></is></c>")]))
@@ -274,6 +275,7 @@ def _cell_expr(name: str, letter: str, kind_: str, places: list[int], styles: St
 class _Sheet:
     title: str
     filter_ref: str | None
+    part: str
 
 
 class Workbook:
@@ -306,12 +308,15 @@ class Workbook:
             self._partial.unlink(missing_ok=True)
 
     def sheet(self, title: str, widths: list[float], *, frozen_rows: int = 0, filter_ref: str | None = None,
-              rows: int | None = None, columns: int | None = None) -> SheetWriter:
-        """A new sheet: column widths, rows frozen at the top, the autofilter's range, the size when known."""
-        self._sheets.append(_Sheet(title, filter_ref))
-        part = self._zip.part(f"xl/worksheets/sheet{len(self._sheets)}.xml")
-        return SheetWriter(part, self.styles, widths, frozen_rows, filter_ref, rows, columns,
-                           selected=len(self._sheets) == 1)
+              rows: int | None = None, columns: int | None = None, position: int | None = None) -> SheetWriter:
+        """A new sheet: column widths, rows frozen at the top, the autofilter's range, the size when known.
+
+        Sheets are listed in the order they are written, or at `position`: a summary of what the
+        other sheets hold can be written last and still come first.
+        """
+        sheet = _Sheet(title, filter_ref, f"xl/worksheets/sheet{len(self._sheets) + 1}.xml")
+        self._sheets.insert(len(self._sheets) if position is None else position, sheet)
+        return SheetWriter(self._zip.part(sheet.part), self.styles, widths, frozen_rows, filter_ref, rows, columns)
 
     def _finish(self) -> None:
         sheets = self._sheets
@@ -330,8 +335,8 @@ class Workbook:
         rel = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/"
         write("xl/_rels/workbook.xml.rels", _HEAD + (
             '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
-            + "".join(f'<Relationship Id="rId{i}" Type="{rel}worksheet" Target="worksheets/sheet{i}.xml"/>'
-                      for i in range(1, len(sheets) + 1))
+            + "".join(f'<Relationship Id="rId{i}" Type="{rel}worksheet" Target="{s.part.removeprefix("xl/")}"/>'
+                      for i, s in enumerate(sheets, 1))
             + f'<Relationship Id="rId{len(sheets) + 1}" Type="{rel}styles" Target="styles.xml"/>'
             "</Relationships>").encode())
         write("_rels/.rels", _HEAD + (
@@ -344,8 +349,7 @@ class Workbook:
             '<Default Extension="xml" ContentType="application/xml"/>'
             f'<Override PartName="/xl/workbook.xml" ContentType="{ct}sheet.main+xml"/>'
             f'<Override PartName="/xl/styles.xml" ContentType="{ct}styles+xml"/>'
-            + "".join(f'<Override PartName="/xl/worksheets/sheet{i}.xml" ContentType="{ct}worksheet+xml"/>'
-                      for i in range(1, len(sheets) + 1))
+            + "".join(f'<Override PartName="/{s.part}" ContentType="{ct}worksheet+xml"/>' for s in sheets)
             + "</Types>").encode())
         self._zip.close()
 
@@ -363,7 +367,7 @@ class SheetWriter:
     """One worksheet part being written: rows in order, by Python values (`row`) or a whole frame (`frame`)."""
 
     def __init__(self, part, styles: Styles, widths: list[float], frozen_rows: int, filter_ref: str | None,
-                 rows: int | None, columns: int | None, selected: bool):
+                 rows: int | None, columns: int | None):
         self._part = part
         self.styles = styles
         self._filter_ref = filter_ref
@@ -372,8 +376,7 @@ class SheetWriter:
         pane = (f'<pane ySplit="{frozen_rows}" topLeftCell="A{frozen_rows + 1}" activePane="bottomLeft" '
                 'state="frozen"/><selection pane="bottomLeft"/>') if frozen_rows else ""
         cols = "".join(f'<col min="{i}" max="{i}" width="{w:g}" customWidth="1"/>' for i, w in enumerate(widths, 1))
-        tab = ' tabSelected="1"' if selected else ""
-        self._write(f'<worksheet xmlns="{MAIN_NS}">{dimension}<sheetViews><sheetView{tab} workbookViewId="0">'
+        self._write(f'<worksheet xmlns="{MAIN_NS}">{dimension}<sheetViews><sheetView workbookViewId="0">'
                     f"{pane}</sheetView></sheetViews>"
                     f'<sheetFormatPr defaultRowHeight="15"/>' + (f"<cols>{cols}</cols>" if cols else "")
                     + "<sheetData>", head=True)
@@ -401,8 +404,9 @@ class SheetWriter:
         self._write(f'<row r="{r}">{"".join(cells)}</row>')
 
     def frame(self, frame: pl.DataFrame, formats: ColumnFormats, *, places: pl.Series | None = None,
-              marks: pl.Series | None = None) -> None:
-        """Every row of `frame`, a chunk at a time; `places` per row for money, `marks` for rows to fill."""
+              marks: pl.Series | None = None, rows: pl.Series | None = None) -> None:
+        """The rows of `frame` (those at the indices `rows`, in that order, when given), a chunk at a time;
+        `places` per row for money, `marks` for rows to fill."""
         kinds = [kind(t) for t in frame.dtypes]
         levels = sorted(set(places.drop_nulls().to_list())) if "money" in kinds else []
         texts = [c for c, k in zip(frame.columns, kinds) if k == "text"]
@@ -415,10 +419,11 @@ class SheetWriter:
         frame = frame.with_columns(
             pl.Series(PLACES, places) if places is not None else pl.lit(None, pl.Int64).alias(PLACES),
             pl.Series(MARK, marks).fill_null(False) if marks is not None else pl.lit(False).alias(MARK))
-        for start in range(0, frame.height, CHUNK_ROWS):
-            chunk = frame.slice(start, CHUNK_ROWS).with_columns(
+        for start in range(0, frame.height if rows is None else rows.len(), CHUNK_ROWS):
+            chunk = frame.slice(start, CHUNK_ROWS) if rows is None else frame[rows.slice(start, CHUNK_ROWS)]
+            chunk = chunk.with_columns(
                 (pl.int_range(pl.len()) + (self.rows_written + 1)).cast(pl.String).alias(ROW))
-            self._part.write(chunk.select(row).item().encode())
+            self._part.write(chunk.select(row.cast(pl.Binary)).item())
             self.rows_written += chunk.height
 
 
