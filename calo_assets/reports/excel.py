@@ -245,12 +245,9 @@ def _write_summary(ws: xlsx.SheetWriter, analysis: Analysis, cut: list[tuple[str
 
 
 def _write_completeness(ws: xlsx.SheetWriter, s: dict, title) -> None:
-    """Drops the report leaves out and the automation's recent failed runs; nothing when there are none.
-
-    Summaries made before completeness was tracked lack the keys: they count as complete.
-    """
-    missing, failures = s.get("missing_drops") or [], s.get("failures") or []
-    complete = s.get("complete", True)
+    """Drops the report leaves out and the automation's recent failed runs; nothing when there are none."""
+    state = tables.completeness(s)
+    complete, missing, failures = state["complete"], state["missing"], state["failures"]
     if complete and not failures:
         return
     title("Completeness")

@@ -167,3 +167,10 @@ def sync_errors(analysis: Analysis) -> pl.DataFrame:
             .select("timestamp", "userId", "transactionId", "currency", "action", "subscriptionBalance",
                     "paymentBalance", "oldBalance", "newBalance", "txPaymentBalance", "syncExplanation",
                     "sourceFile", "line", "requestId", "messageId", places_of(analysis.settings)))
+
+
+def completeness(summary: dict) -> dict:
+    """Whether the report covers every drop, the drops it leaves out, recent failed runs of the automation.
+    Summaries made before completeness was tracked lack the keys: they count as complete."""
+    return {"complete": summary.get("complete", True), "missing": summary.get("missing_drops") or [],
+            "failures": summary.get("failures") or []}
