@@ -217,12 +217,14 @@ class ColumnFormats:
     mark_fill: str
 
 
-def _attr(styles: Styles, style: Style, fill: str, quote: pl.Expr | None = None) -> pl.Expr:
-    """A column's ` s="N"` attribute: the fill on marked rows, the quote prefix where `quote` holds."""
+def _rest_of_tag(styles: Styles, style: Style, fill: str, tail: str, quote: pl.Expr | None = None) -> pl.Expr:
+    """What follows a cell's reference up to its value: the closing quote, the ` s="N"` attribute (the fill
+    on marked rows, the quote prefix where `quote` holds), then `tail`; one literal per case, so a cell
+    is joined from few pieces."""
     def pick(quoted: bool) -> pl.Expr:
         own = style.but(quote=quoted)
-        return pl.when(pl.col(MARK)).then(pl.lit(styles.attr(own.but(fill=fill)))).otherwise(
-            pl.lit(styles.attr(own)))
+        return pl.when(pl.col(MARK)).then(pl.lit(f'"{styles.attr(own.but(fill=fill))}{tail}')).otherwise(
+            pl.lit(f'"{styles.attr(own)}{tail}'))
     return pick(False) if quote is None else pl.when(quote).then(pick(True)).otherwise(pick(False))
 
 
@@ -230,7 +232,7 @@ def _cell_expr(name: str, letter: str, kind_: str, places: list[int], styles: St
                long_text: bool) -> pl.Expr:
     """The XML of one column's cells, null where a cell is left out (an empty cell of a marked row is filled)."""
     col = pl.col(name)
-    start = [pl.lit(f'<c r="{letter}'), pl.col(ROW), pl.lit('"')]
+    ref = [pl.lit(f'<c r="{letter}'), pl.col(ROW)]
     fill = formats.mark_fill
     if kind_ == "text":
         if long_text:  # may need the cut, which counts characters after the escapes
@@ -239,33 +241,33 @@ def _cell_expr(name: str, letter: str, kind_: str, places: list[int], styles: St
         else:  # one pass: the escapes of safe_text and of XML at once
             safe, text = col, col.str.replace_many({**EXCEL_ESCAPES, **_XML_ESCAPES})
         padded = safe.str.strip_chars(_SPACE).str.len_bytes() != safe.str.len_bytes()  # Excel trims unless told
-        space = pl.when(padded).then(pl.lit(' xml:space="preserve"')).otherwise(pl.lit(""))
+        space = pl.when(padded).then(pl.lit(' xml:space="preserve">')).otherwise(pl.lit(">"))
         cell = pl.when(col != "").then(pl.concat_str(
-            [*start, _attr(styles, PLAIN, fill, needs_quote_expr(name)), pl.lit(' t="inlineStr"><is><t'), space,
-             pl.lit(">"), text, pl.lit("</t></is></c>")]))
+            [*ref, _rest_of_tag(styles, PLAIN, fill, ' t="inlineStr"><is><t', needs_quote_expr(name)), space, text,
+             pl.lit("</t></is></c>")]))
     elif kind_ == "money" and not places:  # no row with a currency: no amount to show
         cell = pl.lit(None, pl.String)
     elif kind_ == "money":  # rounded half-up to the row's places, as decimal text: never a float
-        value = attr = None
+        value = rest = None
         for p in places:
             here = pl.col(PLACES) == p
             rounded = col.round(p, mode="half_away_from_zero")
-            style = _attr(styles, Style(formats.money_format(p)), fill)
+            tag = _rest_of_tag(styles, Style(formats.money_format(p)), fill, "><v>")
             value = pl.when(here).then(rounded) if value is None else value.when(here).then(rounded)
-            attr = pl.when(here).then(style) if attr is None else attr.when(here).then(style)
+            rest = pl.when(here).then(tag) if rest is None else rest.when(here).then(tag)
         text = value.cast(pl.String).str.strip_chars_end("0").str.strip_chars_end(".").replace("-0", "0")
-        cell = pl.concat_str([*start, attr, pl.lit("><v>"), text, pl.lit("</v></c>")])
+        cell = pl.concat_str([*ref, rest, text, pl.lit("</v></c>")])
     elif kind_ == "time":
         serial = ((col.dt.epoch("ms") + _EPOCH_SERIAL * _DAY_MS) / _DAY_MS).cast(pl.String)
-        cell = pl.concat_str([*start, _attr(styles, Style(formats.time_format), fill), pl.lit("><v>"), serial,
+        cell = pl.concat_str([*ref, _rest_of_tag(styles, Style(formats.time_format), fill, "><v>"), serial,
                               pl.lit("</v></c>")])
     elif kind_ == "bool":
         value = col.cast(pl.UInt8).cast(pl.String)  # a null stays an empty cell
-        cell = pl.concat_str([*start, _attr(styles, PLAIN, fill), pl.lit(' t="b"><v>'), value, pl.lit("</v></c>")])
+        cell = pl.concat_str([*ref, _rest_of_tag(styles, PLAIN, fill, ' t="b"><v>'), value, pl.lit("</v></c>")])
     else:
-        cell = pl.concat_str([*start, _attr(styles, PLAIN, fill), pl.lit("><v>"), col.cast(pl.String),
+        cell = pl.concat_str([*ref, _rest_of_tag(styles, PLAIN, fill, "><v>"), col.cast(pl.String),
                               pl.lit("</v></c>")])
-    empty = pl.concat_str([*start, pl.lit(styles.attr(PLAIN.but(fill=fill)) + "/>")])
+    empty = pl.concat_str([*ref, pl.lit(f'"{styles.attr(PLAIN.but(fill=fill))}/>')])
     return cell.fill_null(pl.when(pl.col(MARK)).then(empty))
 
 
