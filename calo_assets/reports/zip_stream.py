@@ -106,6 +106,10 @@ class _Part:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the part: the rest of its deflated data, then its data descriptor."""
         self._emit(self._deflate.flush())
         big = self._size >= ZIP64_FROM or self._packed >= ZIP64_FROM
         self._archive._put(struct.pack("<IIQQ" if big else "<IIII", 0x08074B50, self._crc, self._packed, self._size))
