@@ -1,4 +1,4 @@
-"""Benchmark: the workbook, the auditor's copy of it and the dashboard, from one analysis. Prints figures; asserts nothing.
+"""Benchmark: the workbook, the auditor's copy of it and the dashboard from one analysis. Prints figures only.
 
     python benchmarks/reports.py [LOG_DIR]     # default ../shared/real-logs; e.g. ../scratch/x100
 

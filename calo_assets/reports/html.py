@@ -419,7 +419,8 @@ def _top_bars(frame: pl.DataFrame, value: str, what: str, colours: dict[str, str
             customdata=[[_esc(t), _esc(u), fmt(v, p), "yes" if a else "no"] for t, u, v, p, a in
                         zip(part["id"], part["userId"], part[value], part["places"], part["attempted"])],
             hovertemplate=(f"transaction %{{customdata[0]}}<br>user %{{customdata[1]}}<br>{what} "
-                           f"%{{customdata[2]}} {_esc(cur)}<br>attempted (refused): %{{customdata[3]}}<extra></extra>")))
+                           f"%{{customdata[2]}} {_esc(cur)}<br>attempted (refused): %{{customdata[3]}}"
+                           "<extra></extra>")))
     return _figure(bars, nested={"yaxis": {"autorange": "reversed", "categoryorder": "array", "categoryarray": labels,
                                            "automargin": True},
                                  "xaxis": {"title": {"text": f"{what} (each in its currency)"}}},

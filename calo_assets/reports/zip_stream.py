@@ -29,8 +29,10 @@ _VERSION_ZIP64 = 45
 
 
 def _dos_time(stamp: float) -> tuple[int, int]:
+    """The (time, date) fields of a zip entry, to two seconds."""
     t = time.gmtime(stamp)
-    return (t.tm_hour << 11) | (t.tm_min << 5) | (t.tm_sec // 2), ((t.tm_year - 1980) << 9) | (t.tm_mon << 5) | t.tm_mday
+    return ((t.tm_hour << 11) | (t.tm_min << 5) | (t.tm_sec // 2),
+            ((t.tm_year - 1980) << 9) | (t.tm_mon << 5) | t.tm_mday)
 
 
 def _field32(value: int) -> int:
