@@ -175,7 +175,7 @@ def test_rewrite_replaces_texts_links_and_comments_and_keeps_everything_else(tmp
     ws["A3"].comment = openpyxl.comments.Comment("about id-10", "auditor")
     wb.save(source)
     target = tmp_path / "out.xlsx"
-    xlsx.rewrite_texts(source, target, lambda text: text.replace("id-10", "P10").replace("id-1", "P1"))
+    xlsx.rewrite_texts(source, target, {"id-1": "P1", "id-10": "P10"})  # the longer id wins where both match
     out = openpyxl.load_workbook(target).active
     assert out["A1"].value == "P1 & P10" and out["B1"].value == 5 and out["C1"].value == "=SUM(B1)"
     assert out["A2"].value == "link to P1" and out["A2"].hyperlink.target == "https://example.invalid/P1"

@@ -89,13 +89,13 @@ class Replacer:
         for raw in ids:
             alias = pseudonym(key, raw)
             table.update(dict.fromkeys(_written_forms(raw), alias))
-        self._table = table
+        self.table = table  # every written form of every id -> its pseudonym
         self._pattern = re.compile(_trie(table)) if table else None
 
     def __call__(self, text: str) -> str:
         if self._pattern is None:
             return text
-        return self._pattern.sub(lambda m: self._table[m.group(0)], text)
+        return self._pattern.sub(lambda m: self.table[m.group(0)], text)
 
 
 def _trie(words: Iterable[str]) -> str:
@@ -118,6 +118,11 @@ def _trie(words: Iterable[str]) -> str:
     return pattern(root)
 
 
+def _rewrite_xlsx(source: Path, target: Path, replace: Replacer) -> None:
+    """Every text of the workbook rewritten in its XML, a block of rows at a time (see `reports.xlsx`)."""
+    xlsx.rewrite_texts(source, target, replace.table)
+
+
 def _rewrite_text(source: Path, target: Path, replace: Replacer) -> None:
     """Line by line, so a large CSV never has to fit in memory (an id never spans lines)."""
     with open(source, encoding="utf-8", newline="") as src, open(target, "w", encoding="utf-8", newline="") as out:
@@ -126,7 +131,7 @@ def _rewrite_text(source: Path, target: Path, replace: Replacer) -> None:
 
 
 REWRITERS: dict[str, Callable[[Path, Path, Replacer], None]] = {
-    "report.xlsx": xlsx.rewrite_texts, "report.html": _rewrite_text, "raw_parsed.csv": _rewrite_text}
+    "report.xlsx": _rewrite_xlsx, "report.html": _rewrite_text, "raw_parsed.csv": _rewrite_text}
 
 
 class Pseudonymiser:

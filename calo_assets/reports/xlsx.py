@@ -436,10 +436,10 @@ class SheetWriter:
 # (or string, or comment), so a text is never split and a large workbook is never loaded whole.
 
 READ_BYTES = 1 << 22
+_BYTES_PER_KEY, _MAX_BLOCK = 1 << 10, 1 << 26
 #: The element that closes a unit of each part holding texts; a unit is handled whole.
 _UNIT_END = {"xl/worksheets/_rels/": None, "xl/worksheets/": "</row>", "xl/sharedStrings": "</si>",
              "xl/comments": "</comment>"}
-_TEXT = re.compile(r"(<t(?: [^>]*)?>)([^<]+)(?=</t>)")
 #: Texts held in attributes: a hyperlink's label, tip and place, an external link's target.
 _LINK = re.compile(r"<hyperlink [^>]*>|<Relationship [^>]*TargetMode=\"External\"[^>]*>")
 _LINK_TEXT = re.compile(r'\b(display|tooltip|location|Target)="([^"]*)"')
@@ -451,12 +451,12 @@ def _unit_end(name: str) -> str | None | bool:
     return next((end for prefix, end in _UNIT_END.items() if name.startswith(prefix)), False)
 
 
-def _units(book: zipfile.ZipFile, name: str, end: str | None) -> Iterator[str]:
-    """The part's text, in pieces that each end on `end` (the whole part when None)."""
+def _units(book: zipfile.ZipFile, name: str, end: str | None, size: int = READ_BYTES) -> Iterator[str]:
+    """The part's text, in pieces of about `size` bytes that each end on `end` (the whole part when None)."""
     decode = codecs.getincrementaldecoder("utf-8")().decode
     carry = ""
     with book.open(name) as fh:
-        while block := fh.read(READ_BYTES):
+        while block := fh.read(size):
             carry += decode(block)
             cut = carry.rfind(end) if end else -1
             if cut != -1:
@@ -496,18 +496,19 @@ def find_texts(path: Path, *, under: str, containing: str) -> Iterator[tuple[str
                 yield from ((xml_unescape(t), False) for t in holding.findall(unit))
 
 
-def rewrite_texts(source: Path, target: Path, replace: Callable[[str], str]) -> None:
-    """A copy of the workbook at `source` with every text passed through `replace`: cell texts, shared
-    strings, comments, hyperlink labels and external link targets. Numbers, styles, layout stay as they
-    are; a text made longer than a cell holds is cut as the writer cuts it."""
-    def text(m: re.Match) -> str:
-        old = xml_unescape(m.group(2))
-        new = replace(old)
-        return m.group(0) if new == old else m.group(1) + xml_escape(for_excel(new)[0])
+def rewrite_texts(source: Path, target: Path, replacements: dict[str, str]) -> None:
+    """A copy of the workbook at `source` with each key of `replacements` replaced by its value in every
+    text: cell texts, shared strings, comments, hyperlink labels and external link targets. At each place
+    the longest key wins, left to right. Numbers, styles and layout are copied as they are; a text made
+    longer than a cell holds is cut as the writer cuts it. The texts of a block of rows are replaced at
+    once by Polars (Aho-Corasick), not one by one."""
+    table = dict(sorted(replacements.items(), key=lambda kv: -len(kv[0])))  # longest first: it wins a tie
+    # Polars builds its automaton at each call (~10 µs a key): larger blocks when there are many keys.
+    size = min(READ_BYTES + _BYTES_PER_KEY * len(table), _MAX_BLOCK)
 
     def attribute(m: re.Match) -> str:
         old = xml_unescape(m.group(2))
-        new = replace(old)
+        new = pl.Series([old]).str.replace_many(table, leftmost=True).item() if table else old
         return m.group(0) if new == old else f'{m.group(1)}="{new.translate(_ATTR_ESCAPE_TABLE)}"'
 
     with zipfile.ZipFile(source) as book, open(target, "wb") as fh:
@@ -515,13 +516,33 @@ def rewrite_texts(source: Path, target: Path, replace: Callable[[str], str]) -> 
         for name in book.namelist():
             end = _unit_end(name)
             with archive.part(name) as part:
-                if end is False:
+                if end is False or not table:
                     with book.open(name) as src:
                         while block := src.read(READ_BYTES):
                             part.write(block)
                     continue
-                for unit in _units(book, name, end):
-                    unit = _TEXT.sub(text, unit)
+                for unit in _units(book, name, end, size):
+                    unit = _replace_in_texts(unit, table)
                     unit = _LINK.sub(lambda m: _LINK_TEXT.sub(attribute, m.group(0)), unit)
                     part.write(unit.encode())
         archive.close()
+
+
+#: The entities the product's writers (this module, and lxml under openpyxl before it) put in text.
+_TEXT_ENTITIES = {"&amp;": "&", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&apos;": "'", "&#13;": "\r"}
+
+
+def _replace_in_texts(unit: str, table: dict[str, str]) -> str:
+    """`unit` with `table` applied to the content of each `<t>` element, the rest untouched.
+
+    Cut at every `</t>`, each piece but the last ends with a text: what follows the piece's last `>`
+    (text holds no `<` or `>`, they are escaped). A text that does not change keeps its bytes.
+    """
+    pieces = pl.DataFrame({"piece": pl.Series([unit]).str.split("</t>").explode()})
+    pieces = pieces.with_columns(escaped=pl.col("piece").str.extract(r"([^>]*)$"))
+    pieces = pieces.with_columns(old=pl.col("escaped").str.replace_many(_TEXT_ENTITIES, leftmost=True))
+    pieces = pieces.with_columns(new=pl.col("old").str.replace_many(table, leftmost=True))
+    changed = (pl.int_range(pl.len()) < pl.len() - 1) & (pl.col("new") != pl.col("old"))
+    out = pl.when(changed).then(pl.col("piece").str.strip_suffix(pl.col("escaped"))
+                                + excel_expr("new").str.replace_many(_XML_ESCAPES)).otherwise(pl.col("piece"))
+    return pieces.select(out.str.join("</t>")).item()
