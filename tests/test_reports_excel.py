@@ -124,7 +124,7 @@ def test_timestamps_booleans_header_filter(book, analysis):
 def test_flagged_rows_carry_a_fill(book, analysis):
     ws = book["Ledger"]
     expected = analysis.ledger.select(tables.flagged())[:, 0].to_list()
-    marked = [row[0].fill.fgColor.rgb == excel.FLAG_FILL.fgColor.rgb for row in ws.iter_rows(min_row=2)]
+    marked = [row[0].fill.fgColor.rgb == excel.FLAG_FILL for row in ws.iter_rows(min_row=2)]
     assert marked == expected and any(marked) and not all(marked)
 
 
@@ -288,3 +288,58 @@ def test_real_logs_all_three_reports(real_logs, tmp_path):
     assert got["BHD"]["debit"] == "86948.0230" and got["SAR"]["credit"] == "112636.500"
     assert sum(1 for _ in book["Ledger"].iter_rows(values_only=True)) == real.ledger.height + 1
     assert written["raw_parsed.csv"].read_text(encoding="utf-8").count("\n") >= real.ledger.height + 1
+
+
+# -- report completeness (drops the automation could not include) -------------------------------------
+
+MISSING = [{"drop": "2024-01-11", "files": ["a/000000.gz", "a/000001.gz", "b/000000.gz", "c/000000.gz"],
+            "reason": "=cmd|' /C calc'!A0 <b>unreadable</b>"},
+           {"drop": "2024-01-12", "files": [], "reason": "upload never finished"}]
+FAILURES = [{"run_id": "run-1", "job": "reports_job", "drop": "2024-01-11", "step": "parsed_logs",
+             "error": "OSError: bad\x07 gzip <script>x</script>", "time": "2024-01-11T02:00:00Z"},
+            {"run_id": "run-2", "job": "reports_job", "drop": None, "step": None, "error": "@timeout",
+             "time": "2024-01-12T02:00:00Z"}]
+
+
+def completeness_rows(analysis, tmp_path, **keys):
+    made = replace(analysis, summary={**analysis.summary, **keys})
+    ws = openpyxl.load_workbook(excel.write_workbook(made, tmp_path / "c.xlsx"))["Summary"]
+    return list(ws.iter_rows())
+
+
+def trimmed(rows) -> list[list]:
+    """Cell values per row without the empty cells openpyxl pads a row with."""
+    out = []
+    for r in rows:
+        values = [c.value for c in r]
+        while values and values[-1] is None:
+            values.pop()
+        out.append(values)
+    return out
+
+
+def test_summary_says_which_drops_an_incomplete_report_leaves_out(analysis, tmp_path):
+    rows = completeness_rows(analysis, tmp_path, complete=False, missing_drops=MISSING, failures=FAILURES)
+    values = trimmed(rows)
+    at = values.index(["Completeness"])
+    assert at < values.index(["What was read"])  # near the top
+    assert values[at + 1][:2] == ["Complete", "no"]
+    alert = rows[at + 2][0]
+    assert alert.value == "INCOMPLETE: this report leaves out 2 drop(s)" and alert.font.b
+    assert values[at + 3][:4] == ["missing drop", "files", "first files", "reason"]
+    assert values[at + 4][:4] == ["2024-01-11", 4, "a/000000.gz, a/000001.gz, b/000000.gz", MISSING[0]["reason"]]
+    assert rows[at + 4][3].data_type == "s" and rows[at + 4][3].quotePrefix  # log-derived text stays text
+    assert values[at + 5][:4] == ["2024-01-12", 0, None, "upload never finished"]
+    assert values[at + 6][:5] == ["failed run (UTC)", "job", "drop", "step", "error"]
+    assert values[at + 7][:6] == ["2024-01-11T02:00:00Z", "reports_job", "2024-01-11", "parsed_logs",
+                                  "OSError: bad\\x07 gzip <script>x</script>", "run-1"]
+    assert values[at + 8][4] == "@timeout" and rows[at + 8][4].quotePrefix
+
+
+def test_summary_of_a_complete_report_has_no_completeness_section_unless_runs_failed(analysis, tmp_path):
+    for keys in ({}, {"complete": True, "missing_drops": [], "failures": []}):
+        assert ["Completeness"] not in trimmed(completeness_rows(analysis, tmp_path, **keys))
+    values = trimmed(completeness_rows(analysis, tmp_path, complete=True, failures=FAILURES))
+    at = values.index(["Completeness"])
+    assert values[at + 1][:2] == ["Complete", "yes"] and values[at + 2][0] == "failed run (UTC)"
+    assert not any(v and str(v[0]).startswith("INCOMPLETE") for v in values)

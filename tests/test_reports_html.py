@@ -2,6 +2,7 @@
 
 import json
 import re
+from dataclasses import replace
 from html.parser import HTMLParser
 
 import pytest
@@ -119,3 +120,60 @@ def test_data_quality_and_reconciliation_shown(page):
     quality = page[page.index('id="data-quality"'):]
     assert "7 transaction blocks seen = 7 transactions" in re.sub(r"\s+", " ", quality)
     assert "every block is accounted for" in quality
+
+
+# -- report completeness ----------------------------------------------------------------------------
+
+MISSING = [{"drop": "2024-01-11", "files": ["a/000000.gz", "b/000000.gz", "c/000000.gz"],
+            "reason": "gzip stream broken <img src=x onerror=alert(1)>"}]
+FAILURES = [{"run_id": "run-1", "job": "reports_job", "drop": "2024-01-11", "step": "parsed_logs",
+             "error": "OSError: <script>window.__pwned=9</script>", "time": "2024-01-11T02:00:00Z"}]
+
+
+def header_of(page: str) -> str:
+    return page[page.index('<header class="top">'):page.index("</header>")]
+
+
+def test_an_incomplete_report_says_so_in_its_header(analysis):
+    made = replace(analysis, summary={**analysis.summary, "complete": False, "missing_drops": MISSING,
+                                      "failures": FAILURES})
+    page = html.render_dashboard(made)
+    head = re.sub(r"\s+", " ", header_of(page))
+    assert 'role="alert"' in head and "<strong>INCOMPLETE:</strong> this report leaves out 1 drop(s)" in head
+    assert "<code>2024-01-11</code>: 3 file(s) left out. gzip stream broken &lt;img src=x" in head
+    assert "Recent failed runs:" in head and "2024-01-11T02:00:00Z · reports_job · drop <code>2024-01-11</code> · " \
+                                             "step parsed_logs: OSError: &lt;script&gt;window.__pwned=9" in head
+    assert "<script>window.__pwned=9" not in page and "<img src=x onerror=alert(1)>" not in page
+
+
+def test_a_complete_report_shows_no_banner_and_lists_failures_alone(analysis, page):
+    head = header_of(page)
+    assert "INCOMPLETE" not in head and "failed runs" not in head and 'role="alert"' not in page
+    made = replace(analysis, summary={**analysis.summary, "complete": True, "missing_drops": [],
+                                      "failures": FAILURES})
+    head = header_of(html.render_dashboard(made))
+    assert "INCOMPLETE" not in head and "Recent failed runs:" in head
+
+
+# -- charts as plain JSON, the same as plotly.py would make ------------------------------------------
+
+def test_the_kept_template_is_what_plotly_embeds_for_plotly_white():
+    """If plotly is upgraded and this fails, rewrite calo_assets/templates/plotly_white.json from plotly:
+    json.dumps(go.Figure(layout={"template": "plotly_white"}).to_plotly_json()["layout"]["template"],
+    cls=PlotlyJSONEncoder, separators=(",", ":"))."""
+    go = pytest.importorskip("plotly.graph_objects")
+    from plotly.utils import PlotlyJSONEncoder
+
+    made = go.Figure(layout={"template": "plotly_white"}).to_plotly_json()["layout"]["template"]
+    assert json.dumps(html.plotly_white()) == json.dumps(json.loads(json.dumps(made, cls=PlotlyJSONEncoder)))
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, 8])
+def test_stacked_panels_have_make_subplots_axes_to_the_bit(rows):
+    subplots = pytest.importorskip("plotly.subplots")
+    fig = subplots.make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.04)
+    titles = [f"C{i}" for i in range(rows)]
+    for i, title in enumerate(titles, 1):
+        fig.update_yaxes(title_text=title, tickformat="~s", row=i, col=1)
+    made = {k: v for k, v in fig.to_plotly_json()["layout"].items() if k != "template"}
+    assert json.dumps(html._panels(titles)) == json.dumps(made)

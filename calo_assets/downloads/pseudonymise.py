@@ -11,6 +11,10 @@ the CSV and the HTML has each of them replaced, in every form the reports write
 them, wherever it appears (also inside details and explanations). Longer ids are matched first, so an id
 that is a prefix of another never leaves a tail behind. Results are cached per
 (version, file, source sha256, key) so only the first download pays.
+
+The workbook is read and rewritten as XML text by the module that writes it
+(`reports.xlsx`), part by part: no cell object is built and a large workbook is
+never loaded whole; numbers, styles and layout are copied as they are.
 """
 
 from __future__ import annotations
@@ -28,9 +32,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from markupsafe import escape
-from openpyxl import load_workbook
 
 from calo_assets.downloads.versions import Version
+from calo_assets.reports import xlsx
 from calo_assets.reports.safe_text import looks_like_formula
 
 USER_ID_COLUMN = "userId"
@@ -56,22 +60,15 @@ def _as_logged(text: str) -> str:
 
 
 def ids_from_xlsx(path: Path) -> set[str]:
-    """The values under every `userId` header (row 1) of every sheet (Ledger, ByUser, Overdrafts, ...),
-    and ids quoted after `userId` in any text (log excerpts of rejected blocks name users no column has)."""
-    wb = load_workbook(path, read_only=True)
-    try:
-        ids = set()
-        for ws in wb.worksheets:
-            rows = ws.iter_rows(values_only=True)
-            header = next(rows, ())
-            columns = [i for i, name in enumerate(header) if name == USER_ID_COLUMN]
-            for row in rows:
-                ids |= {str(row[i]) for i in columns if i < len(row) and row[i] not in (None, "")}
-                ids |= {m for v in row if isinstance(v, str) and USER_ID_COLUMN in v
-                        for m in USER_ID_IN_TEXT.findall(v)}
-        return ids
-    finally:
-        wb.close()
+    """The values under every `userId` header of every sheet (Ledger, ByUser, Overdrafts, ...), and ids
+    quoted after `userId` in any text (log excerpts of rejected blocks name users no column has)."""
+    ids = set()
+    for text, in_column in xlsx.find_texts(path, under=USER_ID_COLUMN, containing=USER_ID_COLUMN):
+        if in_column:
+            ids.add(text)
+        if USER_ID_COLUMN in text:
+            ids.update(USER_ID_IN_TEXT.findall(text))
+    return ids
 
 
 def _written_forms(raw: str) -> set[str]:
@@ -92,13 +89,13 @@ class Replacer:
         for raw in ids:
             alias = pseudonym(key, raw)
             table.update(dict.fromkeys(_written_forms(raw), alias))
-        self._table = table
+        self.table = table  # every written form of every id -> its pseudonym
         self._pattern = re.compile(_trie(table)) if table else None
 
     def __call__(self, text: str) -> str:
         if self._pattern is None:
             return text
-        return self._pattern.sub(lambda m: self._table[m.group(0)], text)
+        return self._pattern.sub(lambda m: self.table[m.group(0)], text)
 
 
 def _trie(words: Iterable[str]) -> str:
@@ -122,26 +119,8 @@ def _trie(words: Iterable[str]) -> str:
 
 
 def _rewrite_xlsx(source: Path, target: Path, replace: Replacer) -> None:
-    """Rewrite every text cell, hyperlink and comment of every sheet with openpyxl (styles are kept).
-
-    A cell keeps its data type: openpyxl would read new text starting with `=` as a
-    formula, and the report writes such log text as a string cell on purpose.
-    """
-    wb = load_workbook(source)
-    for ws in wb.worksheets:
-        for row in ws.iter_rows():
-            for cell in row:
-                if isinstance(cell.value, str) and (text := replace(cell.value)) != cell.value:
-                    data_type = cell.data_type
-                    cell.value = text
-                    cell.data_type = data_type
-                if cell.hyperlink is not None:
-                    for attr in ("target", "location", "display", "tooltip"):
-                        if isinstance(getattr(cell.hyperlink, attr), str):
-                            setattr(cell.hyperlink, attr, replace(getattr(cell.hyperlink, attr)))
-                if cell.comment is not None:
-                    cell.comment.text = replace(cell.comment.text)
-    wb.save(target)
+    """Every text of the workbook rewritten in its XML, a block of rows at a time (see `reports.xlsx`)."""
+    xlsx.rewrite_texts(source, target, replace.table)
 
 
 def _rewrite_text(source: Path, target: Path, replace: Replacer) -> None:

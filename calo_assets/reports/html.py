@@ -13,17 +13,16 @@ import html
 import json
 import secrets
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
-import plotly.graph_objects as go
 import plotly.offline
 import polars as pl
 from jinja2 import Environment, PackageLoader, StrictUndefined
-from markupsafe import Markup
-from plotly.subplots import make_subplots
-from plotly.utils import PlotlyJSONEncoder
+from markupsafe import Markup, escape
 
 from calo_assets.analysis import Analysis
 from calo_assets.anomalies import SEVERITY
@@ -65,6 +64,7 @@ def write_dashboard(analysis: Analysis, path: Path) -> Path:
     return path
 
 
+@cache
 def environment() -> Environment:
     """The templates' environment: autoescaping on for every template, whatever its name."""
     env = Environment(loader=PackageLoader("calo_assets", "templates"), autoescape=True,
@@ -85,6 +85,7 @@ def render_dashboard(analysis: Analysis) -> str:
         "run_at": analysis.created_at.strftime("%Y-%m-%d %H:%M:%S"),
         "checks": [{"label": CHECK_LABELS[k][0], "href": CHECK_LABELS[k][1], "count": n,
                     "filter": CHECK_FILTERS.get(k, "")} for k, n in s["checks"].items()],
+        "completeness": tables.completeness(s),
         "anomaly_counts": _anomaly_counts(analysis),
         "tables": _tables(analysis),
         "quality": _quality(analysis),
@@ -100,7 +101,7 @@ def render_dashboard(analysis: Analysis) -> str:
 
 def script_json(value) -> Markup:
     """JSON that cannot end its <script> element: <, > and & (and the JS line separators) escaped."""
-    text = json.dumps(value, cls=PlotlyJSONEncoder, ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     for raw, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
                          ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
         text = text.replace(raw, escaped)
@@ -111,13 +112,14 @@ def script_json(value) -> Markup:
 
 @dataclass
 class Table:
-    """A table as the template draws it: formatted cells, a sort key per cell, a mark per row."""
+    """A table as the template draws it: its columns, and its rows already rendered (escaped) as HTML."""
 
     id: str
     title: str
     intro: str
     columns: list[dict]
-    rows: list[dict]
+    body: Markup
+    shown: int
     total: int
     note: str = ""
 
@@ -125,7 +127,11 @@ class Table:
 def _table(id_: str, title: str, intro: str, frame: pl.DataFrame, columns: list[str], *,
            mark: pl.Expr | None = None, full_list: str = "", limit: int | None = None,
            total: int | None = None) -> Table:
-    """Format the first `limit` (default TABLE_ROWS) rows of `frame`; money in the row's currency places."""
+    """Render the first `limit` (default TABLE_ROWS) rows of `frame`; money in the row's currency places.
+
+    Rows are rendered here rather than by a template macro: a few thousand cells through Jinja cost
+    half a second, an f-string per cell a few milliseconds. Every text is escaped on the way.
+    """
     total = frame.height if total is None else total
     shown = frame.head(TABLE_ROWS if limit is None else limit)
     marks = shown.select(mark.fill_null(False))[:, 0].to_list() if mark is not None else [False] * shown.height
@@ -134,32 +140,41 @@ def _table(id_: str, title: str, intro: str, frame: pl.DataFrame, columns: list[
     cols = [{"label": f"{c} (UTC)" if isinstance(schema[c], pl.Datetime) else c,
              "numeric": schema[c].is_numeric(), "prose": c in PROSE, "where": c == "where",
              "ident": c in IDENTS} for c in columns]
-    rows = []
-    for values, p, marked in zip(shown.select(columns).iter_rows(), places, marks):
-        rows.append({"mark": marked, "cells": [_cell(v, p) for v in values]})
+    classes = [("num" if c["numeric"] else "") + (" prose" if c["prose"] else "") + (" where" if c["where"] else "")
+               + (" ident" if c["ident"] else "") for c in cols]
+    body = "".join(_row(values, p, marked, classes)
+                   for values, p, marked in zip(shown.select(columns).iter_rows(), places, marks))
     note = ""
     if total > shown.height:
         note = (f"Showing {shown.height:,} of {total:,} rows. The full list is in {full_list}."
                 if full_list else f"Showing {shown.height:,} of {total:,} rows.")
-    return Table(id_, title, intro, cols, rows, total, note)
+    return Table(id_, title, intro, cols, Markup(body), shown.height, total, note)
 
 
-def _cell(value, places: int) -> dict:
-    """Display text, the key the page sorts on, and whether it is a true flag."""
-    cell = {"text": "", "sort": None, "flag": False}
+def _row(values: tuple, places: int | None, marked: bool, classes: list[str]) -> str:
+    """One <tr>: each cell's text, the key the page sorts it on, a mark on a true flag."""
+    cells = []
+    for value, cls in zip(values, classes):
+        text, sort, flag = _cell(value, places)
+        key = "" if sort is None else f' data-sort="{sort}"'
+        cells.append(f'<td class="{cls}{" yes" if flag else ""}"{key}>{text}</td>')
+    return ("<tr class=\"mark\">" if marked else "<tr>") + "".join(cells) + "</tr>\n"
+
+
+def _cell(value, places: int) -> tuple[str, object, bool]:
+    """HTML of the display text, the key the page sorts on (None: its text), and whether it is a true flag.
+    Only text can hold markup: numbers, amounts and times are written by us and need no escaping."""
     if value is None:
-        cell["sort"] = ""
-    elif isinstance(value, Decimal):
-        cell.update(text=f"{round_money(value, places):,f}", sort=str(value))
-    elif isinstance(value, bool):
-        cell.update(text="yes" if value else "no", sort=int(value), flag=value)
-    elif isinstance(value, datetime):
-        cell.update(text=_time(value), sort=value.isoformat())
-    elif isinstance(value, int):
-        cell.update(text=f"{value:,}", sort=value)
-    else:
-        cell["text"] = str(value)
-    return cell
+        return "", "", False
+    if isinstance(value, Decimal):
+        return f"{round_money(value, places):,f}", str(value), False
+    if isinstance(value, bool):
+        return ("yes" if value else "no"), int(value), value
+    if isinstance(value, datetime):
+        return _time(value), value.isoformat(), False
+    if isinstance(value, int):
+        return f"{value:,}", value, False
+    return str(escape(value)), None, False
 
 
 def _where() -> pl.Expr:
@@ -284,6 +299,52 @@ def _layout(**extra) -> dict:
     return base | extra
 
 
+@cache
+def plotly_white() -> dict:
+    """plotly.py's "plotly_white" template as its figures embed it (plotly.js reads templates as JSON only).
+
+    Kept in templates/plotly_white.json: building it with plotly.graph_objects costs half a second
+    per run. A test holds the file to what the installed plotly.py makes.
+    """
+    return json.loads(resources.files("calo_assets").joinpath("templates/plotly_white.json").read_text("utf-8"))
+
+
+def _figure(data: list[dict], *, axes: dict | None = None, nested: dict | None = None, **plain) -> dict:
+    """A chart in the JSON plotly.py made for it before, key for key (the page's chart data is pinned by
+    digest): the template, any subplot axes, the nested settings, then the plain ones."""
+    base = _layout()
+    layout = {"template": plotly_white(), **(axes or {}), "margin": base["margin"], "font": base["font"],
+              "legend": base["legend"], **(nested or {}), "height": base["height"], "hovermode": base["hovermode"],
+              "colorway": base["colorway"]}
+    return {"data": data, "layout": layout | plain}
+
+
+def _bar(panel: int | None = None, **props) -> dict:
+    """A bar trace; `panel` (1, 2, ...) places it on a panel of stacked subplots."""
+    trace = {key: props[key] for key in sorted(props)} | {"type": "bar"}
+    if panel:
+        trace |= {"xaxis": f"x{panel if panel > 1 else ''}", "yaxis": f"y{panel if panel > 1 else ''}"}
+    return trace
+
+
+def _panels(titles: list[str], spacing: float = 0.04) -> dict:
+    """Axes for panels stacked top to bottom sharing the x axis, with the domains plotly.py's make_subplots
+    computes (the same arithmetic, so the same floats)."""
+    rows = len(titles)
+    heights = [(1.0 - spacing * (rows - 1)) / rows] * rows
+    axes = {}
+    for r, title in enumerate(titles):
+        n = "" if r == 0 else str(r + 1)
+        bottom = sum(heights[:rows - 1 - r]) + (rows - 1 - r) * spacing
+        low, high = (min(max(v, 0.0), 1.0) for v in (bottom, bottom + heights[-1 - r]))  # plotly's rounding guard
+        x = {"anchor": f"y{n}", "domain": [0.0, 1.0]}
+        if r < rows - 1:
+            x |= {"matches": f"x{rows}", "showticklabels": False}
+        axes |= {f"xaxis{n}": x, f"yaxis{n}": {"anchor": f"x{n}", "domain": [low, high], "title": {"text": title},
+                                                "tickformat": "~s"}}
+    return axes
+
+
 def _empty(text: str) -> dict:
     """A chart with nothing to plot still draws, saying so."""
     return {"data": [], "layout": _layout(xaxis={"visible": False}, yaxis={"visible": False},
@@ -298,73 +359,72 @@ def _charts(analysis: Analysis) -> dict[str, dict]:
             "chart-mismatches": _mismatch_chart(analysis.ledger, colours), "chart-anomalies": _anomaly_chart(analysis)}
 
 
+def _days(column: pl.Series) -> list[str]:
+    return column.dt.to_string("%Y-%m-%d").to_list()
+
+
 def _net_chart(ledger: pl.DataFrame, colours: dict[str, str]) -> dict:
     """One panel per currency: amounts of different currencies never share an axis."""
     if ledger.is_empty():
         return _empty("No transactions")
     signed = pl.when(pl.col("type") == "CREDIT").then(pl.col("amount")).otherwise(-pl.col("amount"))
-    daily = (ledger.group_by("currency", "day").agg(net=signed.sum(), n=pl.len(), places=pl.col("places").first())
-             .sort("currency", "day"))
+    daily = (ledger.lazy().group_by("currency", "day")
+             .agg(net=signed.sum(), n=pl.len(), places=pl.col("places").first())
+             .sort("currency", "day").collect(engine="streaming"))  # a tenth of the in-memory engine's memory
     currencies = daily["currency"].unique(maintain_order=True).to_list()
-    fig = make_subplots(rows=len(currencies), cols=1, shared_xaxes=True, vertical_spacing=0.04)
+    bars = []
     for i, cur in enumerate(currencies, 1):
         part = daily.filter(pl.col("currency") == cur)
         p = part["places"][0]
-        fig.add_bar(x=part["day"].to_list(), y=[float(v) for v in part["net"]], name=_esc(cur), row=i, col=1,
-                    marker_color=colours[cur],
-                    customdata=[[fmt(v, p), n] for v, n in zip(part["net"], part["n"])],
-                    hovertemplate=f"{_esc(cur)} %{{x|%Y-%m-%d}}: net %{{customdata[0]}} "
-                                  "(%{customdata[1]} transactions)<extra></extra>")
-        fig.update_yaxes(title_text=_esc(cur), tickformat="~s", row=i, col=1)
-    fig.update_layout(**_layout(height=max(240, 40 + 120 * len(currencies)), showlegend=False, hovermode="x"))
-    return fig.to_plotly_json()
+        bars.append(_bar(i, x=_days(part["day"]), y=[float(v) for v in part["net"]], name=_esc(cur),
+                         marker={"color": colours[cur]},
+                         customdata=[[fmt(v, p), n] for v, n in zip(part["net"], part["n"])],
+                         hovertemplate=f"{_esc(cur)} %{{x|%Y-%m-%d}}: net %{{customdata[0]}} "
+                                       "(%{customdata[1]} transactions)<extra></extra>"))
+    return _figure(bars, axes=_panels([_esc(c) for c in currencies]),
+                   height=max(240, 40 + 120 * len(currencies)), showlegend=False, hovermode="x")
 
 
 def _volume_chart(ledger: pl.DataFrame, colours: dict[str, str]) -> dict:
     if ledger.is_empty():
         return _empty("No transactions")
-    daily = ledger.group_by("currency", "day").agg(n=pl.len()).sort("currency", "day")
-    fig = go.Figure()
-    for cur in daily["currency"].unique(maintain_order=True).to_list():
-        part = daily.filter(pl.col("currency") == cur)
-        fig.add_bar(x=part["day"].to_list(), y=part["n"].to_list(), name=_esc(cur), marker_color=colours[cur],
-                    hovertemplate=f"{_esc(cur)} %{{x|%Y-%m-%d}}: %{{y}} transactions<extra></extra>")
-    fig.update_layout(**_layout(barmode="stack", hovermode="x"))
-    return fig.to_plotly_json()
+    daily = (ledger.lazy().group_by("currency", "day").agg(n=pl.len()).sort("currency", "day")
+             .collect(engine="streaming"))
+    bars = [_bar(x=_days(part["day"]), y=part["n"].to_list(), name=_esc(cur), marker={"color": colours[cur]},
+                 hovertemplate=f"{_esc(cur)} %{{x|%Y-%m-%d}}: %{{y}} transactions<extra></extra>")
+            for cur in daily["currency"].unique(maintain_order=True).to_list()
+            for part in [daily.filter(pl.col("currency") == cur)]]
+    return _figure(bars, barmode="stack", hovermode="x")
 
 
 def _flags_chart(ledger: pl.DataFrame) -> dict:
-    daily = ledger.group_by("day").agg(**{k: e.sum() for k, e in tables.CHECK_FLAGS.items()}).sort("day")
-    fig = go.Figure()
-    for key in tables.CHECK_FLAGS:
-        if daily[key].sum():
-            fig.add_bar(x=daily["day"].to_list(), y=daily[key].to_list(), name=CHECK_LABELS[key][0],
-                        marker_color=CHECK_COLOURS[key],
-                        hovertemplate=f"{CHECK_LABELS[key][0]} %{{x|%Y-%m-%d}}: %{{y}}<extra></extra>")
-    if not fig.data:
-        return _empty("No row fails a check")
-    fig.update_layout(**_layout(barmode="stack", hovermode="x"))
-    return fig.to_plotly_json()
+    daily = (ledger.lazy().group_by("day").agg(**{k: e.sum() for k, e in tables.CHECK_FLAGS.items()}).sort("day")
+             .collect(engine="streaming"))
+    bars = [_bar(x=_days(daily["day"]), y=daily[key].to_list(), name=CHECK_LABELS[key][0],
+                 marker={"color": CHECK_COLOURS[key]},
+                 hovertemplate=f"{CHECK_LABELS[key][0]} %{{x|%Y-%m-%d}}: %{{y}}<extra></extra>")
+            for key in tables.CHECK_FLAGS if daily[key].sum()]
+    return _figure(bars, barmode="stack", hovermode="x") if bars else _empty("No row fails a check")
 
 
 def _top_bars(frame: pl.DataFrame, value: str, what: str, colours: dict[str, str]) -> dict:
     """Horizontal bars, one per transaction, coloured by currency; hover shows the transaction id."""
-    fig = go.Figure()
     labels = [f"{i + 1}. {_esc(c)} …{_esc(t)[-6:]}" for i, (c, t) in enumerate(zip(frame["currency"], frame["id"]))]
+    bars = []
     for cur in frame["currency"].unique(maintain_order=True).to_list():
         part = frame.with_columns(label=pl.Series(labels)).filter(pl.col("currency") == cur)
-        fig.add_bar(
+        bars.append(_bar(
             orientation="h", y=part["label"].to_list(), x=[float(v) for v in part[value]], name=_esc(cur),
-            marker_color=colours[cur],
+            marker={"color": colours[cur]},
             customdata=[[_esc(t), _esc(u), fmt(v, p), "yes" if a else "no"] for t, u, v, p, a in
                         zip(part["id"], part["userId"], part[value], part["places"], part["attempted"])],
             hovertemplate=(f"transaction %{{customdata[0]}}<br>user %{{customdata[1]}}<br>{what} "
-                           f"%{{customdata[2]}} {_esc(cur)}<br>attempted (refused): %{{customdata[3]}}<extra></extra>"))
-    fig.update_layout(**_layout(yaxis={"autorange": "reversed", "categoryorder": "array", "categoryarray": labels,
-                                       "automargin": True}, showlegend=False,
-                                height=max(240, 60 + 24 * frame.height),
-                                xaxis={"title": {"text": f"{what} (each in its currency)"}}))
-    return fig.to_plotly_json()
+                           f"%{{customdata[2]}} {_esc(cur)}<br>attempted (refused): %{{customdata[3]}}"
+                           "<extra></extra>")))
+    return _figure(bars, nested={"yaxis": {"autorange": "reversed", "categoryorder": "array", "categoryarray": labels,
+                                           "automargin": True},
+                                 "xaxis": {"title": {"text": f"{what} (each in its currency)"}}},
+                   height=max(240, 60 + 24 * frame.height), showlegend=False)
 
 
 def _overdraft_chart(analysis: Analysis, colours: dict[str, str]) -> dict:
@@ -384,13 +444,10 @@ def _anomaly_chart(analysis: Analysis) -> dict:
     counts = [c for c in _anomaly_counts(analysis) if c["count"]]  # a log axis has no room for zero
     if not counts:
         return _empty("No anomalies")
-    fig = go.Figure()
-    for level, colour in SEVERITY_COLOURS.items():
-        part = [c for c in counts if c["severity"] == level]
-        if part:
-            fig.add_bar(orientation="h", y=[c["type"] for c in part], x=[c["count"] for c in part], name=level,
-                        marker_color=colour, hovertemplate="%{y}: %{x} findings<extra>" + level + "</extra>")
-    fig.update_layout(**_layout(yaxis={"autorange": "reversed", "automargin": True},
-                                height=max(240, 60 + 22 * len(counts)),
-                                xaxis={"type": "log", "dtick": 1, "title": {"text": "findings (log scale)"}}))
-    return fig.to_plotly_json()
+    bars = [_bar(orientation="h", y=[c["type"] for c in part], x=[c["count"] for c in part], name=level,
+                 marker={"color": colour}, hovertemplate="%{y}: %{x} findings<extra>" + level + "</extra>")
+            for level, colour in SEVERITY_COLOURS.items()
+            for part in [[c for c in counts if c["severity"] == level]] if part]
+    return _figure(bars, nested={"yaxis": {"autorange": "reversed", "automargin": True},
+                                 "xaxis": {"title": {"text": "findings (log scale)"}, "type": "log", "dtick": 1}},
+                   height=max(240, 60 + 22 * len(counts)))

@@ -25,6 +25,7 @@ CHECK_FLAGS: dict[str, pl.Expr] = {
     "out_of_sync": pl.col("inSync").eq(False).fill_null(False),  # null: paymentBalance not logged
 }
 
+#: The Reconciliation sheet: every row with the balance and continuity working; mismatches and breaks first.
 RECONCILIATION_COLUMNS = [
     "timestamp", "userId", "id", "currency", "type", "outcome", "amount", "vat", "oldBalance", "newBalance",
     "expectedNewBalance", "balanceDifference", "balanceMismatch", "suggestedAdjustment", "balanceExplanation",
@@ -72,11 +73,6 @@ def unreconciled() -> pl.Expr:
     return (pl.col("balanceMismatch") | pl.col("continuityBreak")).fill_null(False)
 
 
-def reconciliation(ledger: pl.DataFrame) -> pl.DataFrame:
-    """Every row with the balance and continuity working; mismatches and breaks first."""
-    return ledger.sort(unreconciled(), descending=True, maintain_order=True).select(RECONCILIATION_COLUMNS)
-
-
 def mismatches(ledger: pl.DataFrame) -> pl.DataFrame:
     """Balance mismatches, largest difference first."""
     return (ledger.filter(pl.col("balanceMismatch"))
@@ -102,11 +98,10 @@ def overdrafts(analysis: Analysis) -> pl.DataFrame:
             .with_columns(record=pl.lit(LEDGER_ROW), refused=pl.col("outcome") == "refused",
                           lowestBalance=pl.min_horizontal("expectedNewBalance", "newBalance"))
             .sort("lowestBalance", maintain_order=True))
-    currency_of_user = ledger.group_by("userId").agg(pl.col("currency").first())
     refusals = (analysis.parsed.events
                 .filter((pl.col("kind") == "refusal")
                         & ~pl.col("transactionId").is_in(ledger["id"].implode()).fill_null(False))
-                .join(currency_of_user, on="userId", how="left", maintain_order="left")
+                .join(currency_of_user(ledger), on="userId", how="left", maintain_order="left")
                 .select(pl.lit(REFUSAL_WITHOUT_BLOCK).alias("record"), "timestamp", "userId",
                         pl.col("transactionId").alias("id"), "currency", pl.lit("refused").alias("outcome"),
                         "currentBalance", pl.lit(True).alias("attemptedOverdraft"), pl.lit(True).alias("refused"),
@@ -118,11 +113,19 @@ def overdrafts(analysis: Analysis) -> pl.DataFrame:
     return pl.concat([rows, refusals], how="diagonal_relaxed").select(OVERDRAFT_COLUMNS)
 
 
+def currency_of_user(ledger: pl.DataFrame) -> pl.DataFrame:
+    """`userId`, `currency`: the currency of each user's first ledger row, for rows that name no currency."""
+    return ledger.lazy().group_by("userId").agg(pl.col("currency").first()).collect(engine="streaming")
+
+
+# The aggregations run on Polars' streaming engine: on a million-row ledger the in-memory one holds
+# hundreds of MB of intermediate columns at once, the streaming one a few tens.
+
 def by_user(ledger: pl.DataFrame) -> pl.DataFrame:
     """Per user and currency: counts, gross debit/credit as logged, net, closing balance, flags."""
     debit = pl.col("amount").filter(pl.col("type") == "DEBIT").sum()
     credit = pl.col("amount").filter(pl.col("type") == "CREDIT").sum()
-    return (ledger.group_by("userId", "currency", maintain_order=True)
+    return (ledger.lazy().group_by("userId", "currency", maintain_order=True)
             .agg(transactions=pl.len(), applied=pl.col("chainLink").sum(), debit=debit, credit=credit,
                  net=credit - debit,
                  closingBalance=pl.col("newBalanceFilled").filter(pl.col("chainLink")).last(),
@@ -134,29 +137,40 @@ def by_user(ledger: pl.DataFrame) -> pl.DataFrame:
                  negativePaymentBalance=CHECK_FLAGS["payment_balance_negative"].sum(),
                  paymentChainBreaks=CHECK_FLAGS["payment_chain_break"].sum(),
                  firstSeen=pl.col("timestamp").min(), lastSeen=pl.col("timestamp").max(),
-                 places=pl.col("places").first()))
+                 places=pl.col("places").first())
+            .collect(engine="streaming"))
 
 
 def by_source(ledger: pl.DataFrame) -> pl.DataFrame:
     """Per currency, source and direction: count and sums (old-shape rows log no source)."""
-    return (ledger.with_columns(pl.col("source").fill_null("(not logged)"))
+    return (ledger.lazy().with_columns(pl.col("source").fill_null("(not logged)"))
             .group_by("currency", "source", "type")
             .agg(transactions=pl.len(), amount=pl.col("amount").sum(), vat=pl.col("vat").sum(),
                  netAmount=pl.col("netAmount").sum(), places=pl.col("places").first())
-            .sort("currency", "source", "type"))
+            .sort("currency", "source", "type")
+            .collect(engine="streaming"))
 
 
 def sync_errors(analysis: Analysis) -> pl.DataFrame:
     """The Lambda's 'not in sync' errors beside the transaction they were logged for."""
     ledger = analysis.ledger
-    tx = ledger.unique("id", keep="first", maintain_order=True).select(
+    logged_for = analysis.parsed.sync_errors["transactionId"].implode()
+    tx = ledger.filter(pl.col("id").is_in(logged_for)).select(  # only the rows the join can use
         pl.col("id").alias("transactionId"), pl.col("currency").alias("txCurrency"), "action",
-        "oldBalance", "newBalance", pl.col("paymentBalance").alias("txPaymentBalance"), "syncExplanation")
-    currency_of_user = ledger.group_by("userId").agg(pl.col("currency").first().alias("userCurrency"))
+        "oldBalance", "newBalance", pl.col("paymentBalance").alias("txPaymentBalance"), "syncExplanation",
+    ).unique("transactionId", keep="first", maintain_order=True)
     return (analysis.parsed.sync_errors
             .join(tx, on="transactionId", how="left", maintain_order="left")
-            .join(currency_of_user, on="userId", how="left", maintain_order="left")
+            .join(currency_of_user(ledger).rename({"currency": "userCurrency"}), on="userId", how="left",
+                  maintain_order="left")
             .with_columns(currency=pl.coalesce("txCurrency", "userCurrency"))
             .select("timestamp", "userId", "transactionId", "currency", "action", "subscriptionBalance",
                     "paymentBalance", "oldBalance", "newBalance", "txPaymentBalance", "syncExplanation",
                     "sourceFile", "line", "requestId", "messageId", places_of(analysis.settings)))
+
+
+def completeness(summary: dict) -> dict:
+    """Whether the report covers every drop, the drops it leaves out, recent failed runs of the automation.
+    Summaries made before completeness was tracked lack the keys: they count as complete."""
+    return {"complete": summary.get("complete", True), "missing": summary.get("missing_drops") or [],
+            "failures": summary.get("failures") or []}
