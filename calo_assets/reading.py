@@ -18,6 +18,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+from multiprocessing import forkserver
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import suppress
@@ -39,7 +40,7 @@ from calo_assets.settings import ReadLimits
 GROUP_BYTES = 8 * 1024 * 1024
 #: A file with more text than this is read by the full parser, which streams it in constant memory.
 LARGEST_COLUMNAR_FILE = 64 * 1024 * 1024
-#: Below this many bytes on disk, starting worker processes costs more than it saves.
+#: Below this many bytes on disk, worker processes cost more than they save.
 PARALLEL_BYTES = 24 * 1024 * 1024
 UNCOUNTED = sys.maxsize
 
@@ -73,11 +74,13 @@ def read_logs(root: Path, limits: ReadLimits | None = None, only: set[str] | Non
     """
     limits = limits or ReadLimits()
     entries = [e for e in walk(Path(root)) if only is None or e[1] in only]
-    groups = _groups(entries)
+    sizes = [_size(path) if not skip else 0 for path, _, skip in entries]
+    workers = _workers(sum(sizes)) if workers is None else workers
+    groups = _groups(entries, sizes, workers)
     budget = RunBudget(limits.max_run_bytes)
     kept: list[GroupRead] = []
     capped: list[Entry] = []  # from the file the run's cap stops on: read again one by one, as it refuses them
-    for number, read in enumerate(_read_groups(groups, limits, _workers(entries, workers))):
+    for number, read in enumerate(_read_groups(groups, limits, workers)):
         keep = 0
         while keep < len(read.files) and read.files[keep].taken <= budget.remaining:
             budget.take(read.files[keep].taken)
@@ -107,29 +110,32 @@ def _first_files(read: GroupRead, keep: int) -> GroupRead:
                                          for name, frame in read.tables.items()})
 
 
-def _workers(entries: list[Entry], asked: int | None) -> int:
-    if asked is not None:
-        return asked
-    size = 0
-    for path, _, skip in entries:
-        if not skip:
-            with suppress(OSError):
-                size += path.stat().st_size
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return cores if size >= PARALLEL_BYTES and cores > 1 else 0
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
-def _groups(entries: list[Entry]) -> list[list[Entry]]:
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _workers(size: int) -> int:
+    return cores() if size >= PARALLEL_BYTES and cores() > 1 else 0
+
+
+def _groups(entries: list[Entry], sizes: list[int], workers: int) -> list[list[Entry]]:
+    """Consecutive files in groups of about GROUP_BYTES on disk, and at least one group per worker."""
+    target = min(GROUP_BYTES, -(-sum(sizes) // workers)) if workers > 1 else GROUP_BYTES
     groups: list[list[Entry]] = [[]]
     size = 0
-    for entry in entries:
-        if groups[-1] and size >= GROUP_BYTES:
+    for entry, entry_size in zip(entries, sizes):
+        if groups[-1] and size >= target:
             groups.append([])
             size = 0
         groups[-1].append(entry)
-        if not entry[2]:
-            with suppress(OSError):
-                size += entry[0].stat().st_size
+        size += entry_size
     return groups if groups[0] else []
 
 
@@ -139,27 +145,32 @@ def _read_groups(groups: list[list[Entry]], limits: ReadLimits, workers: int) ->
     return _in_processes(groups, limits, workers)
 
 
-def _in_processes(groups: list[list[Entry]], limits: ReadLimits, workers: int) -> Iterator[GroupRead]:
-    """Groups read by worker processes, yielded in group order.
+def _start_fork_server() -> None:
+    """Start the fork server the reader's worker processes come from (once per process).
 
-    Workers come from a fork server (a fresh interpreter that preloads this
-    module), never a fork of a process whose Polars threads may hold locks. Each
-    uses one Polars thread, its core: Polars sizes its pool when it is imported,
-    so the fork server starts with POLARS_MAX_THREADS=1 in its environment.
+    Workers come from a fork
+    server (a fresh interpreter that preloads this module), never a fork of a
+    process whose Polars threads may hold locks; each uses one Polars thread, its
+    core: Polars sizes its pool when it is imported, so the fork server starts
+    with POLARS_MAX_THREADS=1 in its environment.
     """
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["calo_assets.reading"])
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        saved = os.environ.get("POLARS_MAX_THREADS")
-        os.environ["POLARS_MAX_THREADS"] = "1"
-        try:
-            results = pool.map(read_group, groups, [limits] * len(groups))  # starts the fork server and workers
-        finally:
-            if saved is None:
-                del os.environ["POLARS_MAX_THREADS"]
-            else:
-                os.environ["POLARS_MAX_THREADS"] = saved
-        yield from results
+    multiprocessing.set_forkserver_preload(["calo_assets.reading"])
+    saved = os.environ.get("POLARS_MAX_THREADS")
+    os.environ["POLARS_MAX_THREADS"] = "1"
+    try:
+        forkserver.ensure_running()
+    finally:
+        if saved is None:
+            del os.environ["POLARS_MAX_THREADS"]
+        else:
+            os.environ["POLARS_MAX_THREADS"] = saved
+
+
+def _in_processes(groups: list[list[Entry]], limits: ReadLimits, workers: int) -> Iterator[GroupRead]:
+    """Groups read by worker processes (see `_start_fork_server`), yielded in group order."""
+    _start_fork_server()
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        yield from pool.map(read_group, groups, [limits] * len(groups))
 
 
 def read_group(group: list[Entry], limits: ReadLimits) -> GroupRead:
