@@ -35,7 +35,7 @@ serve: $(BIN)/.installed $(DAGSTER_HOME)/dagster.yaml
 	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 bench: $(BIN)/.installed
-	$(BIN)/python benchmarks/read_and_report.py
+	$(BIN)/python benchmarks/speed.py
 	$(BIN)/python benchmarks/sensor_tick.py
 
 clean:

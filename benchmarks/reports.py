@@ -2,7 +2,7 @@
 
     python benchmarks/reports.py [LOG_DIR]     # default ../shared/real-logs; e.g. ../scratch/x100
 
-LOG_DIR is read and analysed once (benchmarks/read_and_report.py times that part), then each report
+LOG_DIR is read and analysed once (benchmarks/speed.py times that part), then each report
 is written and timed in CPU seconds (user + sys of this process: the figure to compare on a shared
 machine) and wall seconds, with the peak resident memory while it is written, above what the
 analysis already holds (sampled every 10 ms):

@@ -6,10 +6,10 @@
    against the seed tool (../shared/baseline/run-seed-tool.sh), alternating the
    two, median of --runs each, and their ratio.
 2. Reading alone: the real export and a generated export --scale times its size.
-3. The big export stage by stage (read, ledger, anomalies, summary, workbook,
-   dashboard, CSV): each stage's seconds and the peak memory while it ran.
+3. Both exports stage by stage (read, ledger, anomalies, summary, workbook with
+   its cells per second, dashboard, CSV, and for the real export the auditor's
+   pseudonymised workbook): each stage's seconds and the peak memory while it ran.
 4. The whole CLI run on the big export.
-5. The auditor's pseudonymised workbook of the real export.
 
 Every measurement runs in its own process; peak memory is the largest resident
 size of that process and its worker processes together, sampled every 20 ms.
@@ -109,6 +109,8 @@ if __name__ == "__main__":
 STAGES = r"""
 import json, sys, time
 from pathlib import Path
+sys.path.insert(0, "benchmarks")
+from reports import cells_in
 from calo_assets.reading import read_logs
 from calo_assets.ledger import build_ledger
 from calo_assets.anomalies import detect_anomalies
@@ -116,6 +118,7 @@ from calo_assets.summary import build_summary
 from calo_assets.analysis import Analysis
 from calo_assets.settings import Settings
 from calo_assets.reports import excel, html, csv_export
+from calo_assets.downloads.pseudonymise import REWRITERS, Replacer, ids_from_xlsx
 if __name__ == "__main__":
     folder, out = Path(sys.argv[1]), Path(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
@@ -123,25 +126,28 @@ if __name__ == "__main__":
     def stage(name, work):
         started = time.perf_counter()
         result = work()
-        marks.append({"stage": name, "start": started, "seconds": time.perf_counter() - started})
-        print(json.dumps({"mark": name, "at": time.time()}), flush=True)
+        marks.append({"stage": name, "seconds": time.perf_counter() - started})
+        print(json.dumps({"mark": name}), flush=True)
         return result
     parsed = stage("read", lambda: read_logs(folder))
     ledger = stage("ledger", lambda: build_ledger(parsed.transactions, parsed.sync_errors, settings))
     anomalies = stage("anomalies", lambda: detect_anomalies(ledger, parsed.events, settings))
     summary = stage("summary", lambda: build_summary(parsed, ledger, anomalies, settings))
     analysis = Analysis(parsed, ledger, anomalies, summary, settings, str(folder))
-    stage("workbook", lambda: excel.write_workbook(analysis, out / "report.xlsx"))
+    xlsx = stage("workbook", lambda: excel.write_workbook(analysis, out / "report.xlsx"))
     stage("dashboard", lambda: html.write_dashboard(analysis, out / "report.html"))
     stage("csv", lambda: csv_export.write_raw_csv(analysis, out / "raw_parsed.csv"))
-    print(json.dumps({"stages": marks, "transactions": ledger.height}))
+    if len(sys.argv) > 3:
+        stage("auditor's workbook", lambda: REWRITERS["report.xlsx"](
+            xlsx, out / "auditor.xlsx", Replacer(b"benchmark", ids_from_xlsx(xlsx))))
+    print(json.dumps({"stages": marks, "transactions": ledger.height, "cells": cells_in(xlsx)}))
 """
 
 
-def stages(folder: Path, out: Path) -> list[dict]:
-    """Seconds of each stage and the peak memory of the process tree while it ran."""
-    process = subprocess.Popen([sys.executable, "-c", STAGES, str(folder), str(out)], cwd=REPO,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def stages(folder: Path, out: Path, auditor: bool) -> dict:
+    """Seconds of each stage, the peak memory of the process tree while it ran, and the workbook's cells."""
+    process = subprocess.Popen([sys.executable, "-c", STAGES, str(folder), str(out), *(["auditor"] if auditor else [])],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peaks: list[int] = [0]
     lines: list[str] = []
 
@@ -165,7 +171,16 @@ def stages(folder: Path, out: Path) -> list[dict]:
     if process.returncode != 0:
         raise SystemExit(f"stages failed:\n{process.stderr.read()[-3000:]}")
     result = json.loads(lines[-1])
-    return [{**mark, "peak_mb": peak / 1024} for mark, peak in zip(result["stages"], peaks)]
+    result["stages"] = [{**mark, "peak_mb": peak / 1024} for mark, peak in zip(result["stages"], peaks)]
+    return result
+
+
+def show_stages(row, label: str, result: dict) -> None:
+    for s in result["stages"]:
+        note = ""
+        if s["stage"] == "workbook":
+            note = f"{result['cells']:,} cells, {result['cells'] / s['seconds'] / 1e6:.2f} M cells/s"
+        row(f"  {label}: {s['stage']}", f"{s['seconds']:.2f} s", f"{s['peak_mb']:.0f} MB", note)
 
 
 def cli_against_seed(runs: int, scratch: Path) -> tuple[list[dict], list[dict]]:
@@ -209,6 +224,7 @@ def main() -> None:
             f = child(READ, str(REAL_LOGS))
             row("read real logs", f"{f['seconds']:.2f} s", f"{f['peak_mb']:.0f} MB",
                 f"{f['text_mb']:.1f} MB text, {f['text_mb'] / f['seconds']:.0f} MB/s")
+            show_stages(row, "real logs", stages(REAL_LOGS, scratch / "real-stages", auditor=True))
         if args.skip_big:
             return
         from calo_assets.generator import generate_export
@@ -223,8 +239,7 @@ def main() -> None:
         row(f"read the {args.scale}x export", f"{f['seconds']:.1f} s", f"{f['peak_mb']:.0f} MB",
             f"{f['text_mb']:.0f} MB text, {f['text_mb'] / f['seconds']:.0f} MB/s "
             f"({f['text_mb'] / f['seconds'] / cores:.0f} MB/s per core, {cores} cores)")
-        for s in stages(big, scratch / "stages"):
-            row(f"  {args.scale}x stage: {s['stage']}", f"{s['seconds']:.1f} s", f"{s['peak_mb']:.0f} MB")
+        show_stages(row, f"{args.scale}x", stages(big, scratch / "stages", auditor=False))
         whole = run([str(CLI), str(big), "--out", str(scratch / "big-out"), "--log-level", "WARNING"])
         row(f"CLI on the {args.scale}x export", f"{whole['seconds']:.1f} s", f"{whole['peak_mb']:.0f} MB")
     print("\n| what | time | peak memory | note |\n| --- | --- | --- | --- |")

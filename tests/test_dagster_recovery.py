@@ -105,6 +105,32 @@ def test_a_given_up_drop_makes_the_report_incomplete_until_it_is_parsed(tmp_path
     assert summary == cli_summary(service.inbox)
 
 
+def test_a_drop_parsed_while_a_rebuild_finishes_is_not_lost(tmp_path, monkeypatch):
+    """A drop re-materialized in the same tick as a rebuild's materializations is still rebuilt into a report.
+
+    (A tick-based trigger such as `eager()` loses it: the dependency's update and the asset's own update fall in
+    the same tick, and the asset's own update resets the trigger.) Each rebuild here stands for a run the sensor
+    launched: the tick after a request finds it in progress, or just made, and asks nothing."""
+    service = Drops(tmp_path)
+    put_log(service, "good", seed=25)
+    service.drop()
+    assert service.automation_requests() == REBUILT
+    service.rebuild()
+    assert service.automation_requests() == set()
+    put_log(service, "broken", seed=26)
+    broken = fail_to_parse(service, monkeypatch, "broken/")
+    assert service.automation_requests() == REBUILT  # the drop given up is news
+    service.rebuild()  # the incomplete report's rebuild ...
+    again = dg.materialize([parsed_drop], partition_key=broken, resources=service.resources, instance=service.instance)
+    assert again.success  # ... and the drop parsed again, both before the next tick
+    assert service.automation_requests() == set()  # the tick right after the request
+    assert service.automation_requests() == REBUILT  # and the news is still news at the next one
+    meta = metadata(service.rebuild(), "reports")
+    assert meta["complete"] is True and broken in meta["drops"]
+    assert service.automation_requests() == set()
+    assert service.automation_requests() == set()  # nothing left to tell
+
+
 def test_automation_waits_while_a_failed_drop_will_be_retried(tmp_path, monkeypatch):
     service = Drops(tmp_path, run_retries={"enabled": True, "max_retries": 2})
     assert service.automation_requests() == set()

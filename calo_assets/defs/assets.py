@@ -179,7 +179,11 @@ def parsed_drop(context: dg.AssetExecutionContext, inbox: InboxFolder, storage: 
 # -- events over all drops ---------------------------------------------------------------------
 
 
-EAGER = dg.AutomationCondition.eager()
+#: Rebuilt with whatever is upstream of it in the same run: when an upstream asset is requested in this tick,
+#: this one is too, even if its own last materialization fell in the same tick (which resets `eager()`).
+EAGER = (dg.AutomationCondition.eager()
+         | (dg.AutomationCondition.any_deps_match(dg.AutomationCondition.will_be_requested())
+            & ~dg.AutomationCondition.in_progress()).with_label("an upstream asset is requested now"))
 PARSED_EVENTS = ("parsed_events",)
 COVERAGE_DOC = "coverage.json"
 

@@ -20,6 +20,10 @@ from calo_assets.defs.failures import FailedRun
 from calo_assets.defs.resources import StorageFolder
 
 PARSED_DROP = dg.AssetKey("parsed_drop")
+PARSED_EVENTS = dg.AssetKey("parsed_events")
+DROPS = "drops"  # the dynamic partitions of the drops
+PENDING_REASON = "still being parsed or waiting for a retry"
+TABLES_GONE_REASON = "parsed, but its stored tables are gone: re-materialize it"
 WILL_RETRY_TAG = "dagster/will_retry"
 #: Seconds after a failure that a retry Dagster promised (or has yet to decide on) is waited for.
 RETRY_LAUNCH_GRACE = 600
@@ -65,18 +69,67 @@ class DropGivenUp(dg.AutomationCondition):
         return dg.AutomationResult(context, context.candidate_subset.compute_intersection_with_partition_keys(given_up))
 
 
-GIVEN_UP = dg.AutomationCondition.missing() & DropGivenUp()
+class CoverageNews(dg.AutomationCondition):
+    """True when a drop is parsed, or given up, and the latest `parsed_events` does not say so yet.
+
+    A state, not an event of the tick: a drop parsed in the same tick as a rebuild's
+    own materializations (which resets a tick-based trigger such as `eager()`) is
+    still seen at the next tick. A rebuild that failed since the news is not asked
+    again here (run retries take it up), so a failing rebuild does not loop.
+    """
+
+    @property
+    def name(self) -> str:
+        return "coverage_news"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        news = coverage_news(context.asset_graph_view.instance)
+        return dg.AutomationResult(context, context.candidate_subset if news else context.get_empty_subset())
+
+
+def coverage_news(instance: dg.DagsterInstance) -> bool:
+    keys = instance.get_dynamic_partitions(DROPS)
+    parsed = set(instance.get_materialized_partitions(PARSED_DROP)) & set(keys)
+    states = drop_states(instance, [k for k in keys if k not in parsed])
+    given_up = {key for key, reason in states.items() if reason is not None}
+    latest = instance.get_latest_materialization_event(PARSED_EVENTS)
+    said = {k: getattr(v, "value", v) for k, v in latest.asset_materialization.metadata.items()} if latest else {}
+    covered = set(said.get("drops") or ())
+    named = {d["drop"]: d["reason"] for d in said.get("missing_drops") or ()}
+    gone = {key for key, reason in named.items() if reason == TABLES_GONE_REASON}
+    told = {key for key, reason in named.items() if reason not in (PENDING_REASON, TABLES_GONE_REASON)}
+    if not (parsed - covered - gone or given_up - told):
+        return False
+    planned = instance.get_latest_planned_materialization_info(PARSED_EVENTS)
+    record = instance.get_run_record_by_id(planned.run_id) if planned else None
+    if record is None or record.dagster_run.status != dg.DagsterRunStatus.FAILURE:
+        return True
+    newest = instance.get_latest_materialization_event(PARSED_DROP)
+    news_at = max([newest.timestamp if newest else 0.0]
+                  + [_ended(instance, run_id) for run_id in _given_up_runs(instance, given_up - told)])
+    return (record.start_time or 0.0) < news_at
+
+
+def _given_up_runs(instance: dg.DagsterInstance, keys: set[str]) -> list[str]:
+    attempts = instance.event_log_storage.get_latest_asset_partition_materialization_attempts_without_materializations(
+        PARSED_DROP)
+    return [attempts[key][0] for key in keys if key in attempts]
+
+
+def _ended(instance: dg.DagsterInstance, run_id: str) -> float:
+    record = instance.get_run_record_by_id(run_id)
+    return (record.end_time or record.update_timestamp.timestamp()) if record else 0.0
+
+
 PENDING = (dg.AutomationCondition.missing() & ~DropGivenUp()).with_label("pending")
-#: Eager, but it also fires when a drop is given up (so the report says so), and waits for pending drops.
+#: Rebuild once nothing is in progress, when there is news of the drops; wait while a drop is still being tried.
 EAGER_UNTIL_DROPS_SETTLE = (
-    dg.AutomationCondition.eager()
-    .replace("any_deps_updated", (dg.AutomationCondition.any_deps_updated()
-                                  | dg.AutomationCondition.any_deps_match(GIVEN_UP.newly_true()))
-             .with_label("any_deps_updated_or_given_up"))
-    .without(~dg.AutomationCondition.any_deps_missing())
+    CoverageNews()
+    & ~dg.AutomationCondition.newly_requested()
+    & ~dg.AutomationCondition.in_progress()
+    & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.any_deps_match(PENDING).with_label("any_drop_pending")
-    & dg.AutomationCondition.any_deps_match(~dg.AutomationCondition.missing()).with_label("any_drop_parsed")
-).with_label("eager; waits for drops being parsed or retried, fires when one is given up")
+).with_label("coverage news; waits for drops being parsed or retried")
 
 
 def missing_drops(instance: dg.DagsterInstance, storage: StorageFolder, keys: list[str],
@@ -85,8 +138,7 @@ def missing_drops(instance: dg.DagsterInstance, storage: StorageFolder, keys: li
     states = drop_states(instance, [k for k in keys if k not in covered])
     parsed_before = instance.get_materialized_partitions(PARSED_DROP)
     return [{"drop": key, "files": drop_files(instance, storage, key),
-             "reason": reason or ("parsed, but its stored tables are gone: re-materialize it" if key in parsed_before
-                                  else "still being parsed or waiting for a retry")}
+             "reason": reason or (TABLES_GONE_REASON if key in parsed_before else PENDING_REASON)}
             for key, reason in states.items()]
 
 

@@ -1,7 +1,7 @@
 """A test hook, not a product feature: the end-to-end tests put this folder on the service's PYTHONPATH.
 
 Python imports `sitecustomize` at start-up in every process of the service (webserver,
-daemon, code server, run workers). Once `calo_assets.events` and `calo_assets.outputs`
+daemon, code server, run workers). Once `calo_assets.reading` and `calo_assets.outputs`
 are imported, their `read_logs` and `write_all` are wrapped so a test can make a run
 fail or stall at a chosen point, by creating files in the folder named by
 CALO_TEST_HOOKS:
@@ -30,7 +30,7 @@ def _hold(flag: str, pid_file: str) -> None:
             time.sleep(0.2)
 
 
-def _patch_events(module) -> None:
+def _patch_reading(module) -> None:
     real = module.read_logs
 
     def read_logs(*args, **kwargs):
@@ -54,7 +54,7 @@ def _patch_outputs(module) -> None:
     module.write_all = write_all
 
 
-PATCHES = {"calo_assets.events": _patch_events, "calo_assets.outputs": _patch_outputs}
+PATCHES = {"calo_assets.reading": _patch_reading, "calo_assets.outputs": _patch_outputs}
 
 
 class _Patcher(importlib.abc.MetaPathFinder):
