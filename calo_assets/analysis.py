@@ -1,4 +1,9 @@
-"""The whole flow from parsed logs to figures: the one path both the CLI and Dagster take."""
+"""From parsed logs to the figures a report shows: the ledger, the findings and the summary, put together once.
+
+The CLI calls `analyze`; the Dagster assets build the ledger and the findings as
+steps of their own (the same `build_ledger` and `detect_anomalies`) and make the
+report's `Analysis` with `analysis_of`, as `analyze` does.
+"""
 
 from __future__ import annotations
 
@@ -54,16 +59,22 @@ class Analysis:
     version: str = __version__
 
 
-def summarize(parsed: ParsedLogs, ledger: pl.DataFrame, anomalies: pl.DataFrame, settings: Settings,
-              coverage: Coverage = Coverage()) -> dict:
-    """The figures of summary.json, with whether the report is complete and what failed."""
-    return {**build_summary(parsed, ledger, anomalies, settings), **coverage.summary_keys()}
+def analysis_of(parsed: ParsedLogs, ledger: pl.DataFrame, anomalies: pl.DataFrame, settings: Settings,
+                input_label: str = "", coverage: Coverage = Coverage()) -> Analysis:
+    """The analysis of a ledger and its findings: its figures, with whether the report is complete and what failed.
+
+    The one way an `Analysis` is made: by `analyze` (the CLI), and by the `reports`
+    asset from the ledger and findings the Dagster assets built and stored.
+    """
+    summary = {**build_summary(parsed, ledger, anomalies, settings), **coverage.summary_keys()}
+    return Analysis(parsed, ledger, anomalies, summary, settings, input_label)
 
 
 def analyze(parsed: ParsedLogs, settings: Settings, input_label: str = "") -> Analysis:
+    """Ledger, findings and figures in one go (the CLI; the Dagster assets build each as a step)."""
     ledger = build_ledger(parsed.transactions, parsed.sync_errors, settings)
     anomalies = detect_anomalies(ledger, parsed.events, settings)
-    return Analysis(parsed, ledger, anomalies, summarize(parsed, ledger, anomalies, settings), settings, input_label)
+    return analysis_of(parsed, ledger, anomalies, settings, input_label)
 
 
 def analyze_folder(log_dir: Path, settings: Settings) -> Analysis:

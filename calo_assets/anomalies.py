@@ -18,6 +18,7 @@ from statistics import median
 
 import polars as pl
 
+from calo_assets.catalog import ANOMALIES, SEVERITY
 from calo_assets.ledger import ENGINE
 from calo_assets.money import Places, fmt, template
 from calo_assets.settings import Settings
@@ -36,22 +37,9 @@ MAD_SCALE = Decimal("0.6745")
 MAD_SCALE_FLOAT = float(MAD_SCALE)
 MAD_MIN_TRANSACTIONS = 5
 NOISE_PLACES = 6  # more decimal places than this in a logged amount is binary-float noise
-
-SEVERITY = {
-    "BalanceMismatch": "high", "Overdraft": "high", "DuplicateTxId": "high", "CurrencyMismatch": "high",
-    "ContinuityBreak": "medium", "OutOfSync": "medium", "RefusedDebit": "medium", "InvalidAction": "medium",
-    "MADSpike": "medium", "RapidManualDeduction": "medium",
-    "Burst": "low", "RepeatDelivery": "low", "MissingField": "low", "AfterHours": "low", "Weekend": "low",
-    "RoundingPattern": "low",
-}
-ANOMALY_TYPES = tuple(SEVERITY)
 #: What every finding reads off its ledger row.
 FINDING_COLUMNS = ["id", "userId", "currency", "timestamp", "sourceFile", "line"]
-ANOMALY_SCHEMA = {
-    "type": pl.String, "severity": pl.String, "transactionId": pl.String, "userId": pl.String,
-    "currency": pl.String, "timestamp": pl.Datetime("ms", "UTC"), "relatedIds": pl.String,
-    "details": pl.String, "sourceFile": pl.String, "line": pl.Int64,
-}
+
 #: Below this, a group's median and MAD are exact in Python's 28-digit context (18 places each).
 MAD_PLAIN = Decimal(10) ** 7
 #: The MAD screen keeps every group whose largest score, computed in binary floating point from exact
@@ -83,7 +71,7 @@ def _findings(kind: str, rows: pl.LazyFrame | pl.DataFrame, details: pl.Expr,
     return rows.select(
         pl.lit(kind).alias("type"), pl.lit(SEVERITY[kind]).alias("severity"), pl.col("id").alias("transactionId"),
         "userId", "currency", "timestamp", (pl.lit(None) if related is None else related).alias("relatedIds"),
-        details.alias("details"), "sourceFile", "line").cast(ANOMALY_SCHEMA)
+        details.alias("details"), "sourceFile", "line").cast(ANOMALIES.schema())
 
 
 def _findings_at(kind: str, rows: pl.DataFrame, found: list[tuple[int, str, str | None]]) -> pl.DataFrame:

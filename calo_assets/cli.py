@@ -17,7 +17,7 @@ from calo_assets import __version__
 from calo_assets.analysis import Analysis, analyze
 from calo_assets.reading import read_logs
 from calo_assets.outputs import write_all
-from calo_assets.reports import ledger_columns
+from calo_assets.reports.columns import ledger_columns
 from calo_assets.settings import Settings, parse_currency_places
 
 log = logging.getLogger("calo_assets")

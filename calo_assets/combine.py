@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from calo_assets.parsed import DUPLICATE_SCHEMA, ParsedLogs
+from calo_assets.catalog import DUPLICATES
+from calo_assets.parsed import ParsedLogs
 
 #: What makes two rows the same record seen twice (records without a request id are never collapsed).
 DEDUPE_KEYS = {
@@ -65,6 +66,6 @@ def combine(parts: list[ParsedLogs]) -> ParsedLogs:
     collapsed["rejected_blocks"] = (collapsed.get("rejected_blocks", 0) + seen_blocks
                                     - kept["rejects"].filter(blocks).height)
     duplicates = pl.DataFrame({"table": list(collapsed), "collapsed": list(collapsed.values())},
-                              schema=DUPLICATE_SCHEMA).sort("table")
+                              schema=DUPLICATES.schema()).sort("table")
     return ParsedLogs(files=pl.concat(marked, how="vertical"), record_counts=pl.concat(fresh["record_counts"]),
                       duplicates=duplicates, **kept)

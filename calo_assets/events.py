@@ -19,7 +19,7 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
 from calo_assets.node_inspect import UNDEFINED, InspectError, JsNumber, Placeholder, parse_inspect
-from calo_assets.parsed import EVENT_SCHEMA, MONEY_FIELDS
+from calo_assets.catalog import EVENTS
 from calo_assets.records import Record
 
 #: Money too large for a Decimal(38, 18) column is refused; more than 18 places (float noise
@@ -30,6 +30,8 @@ TRANSACTION_STRINGS = ("id", "type", "source", "action", "userId", "currency", "
 #: From the JSON form, only these fields are kept; names, emails and phone numbers never are.
 JSON_FORM_FIELDS = ("paymentMethod", "paymentProvider", "brand", "kitchen")
 REQUIRED = ("id", "userId", "currency", "amount", "oldBalance")
+#: The money a transaction block logs (the JSON form adds userBalance).
+MONEY_FIELDS = ("amount", "vat", "oldBalance", "newBalance", "paymentBalance")
 
 PROCESSING = re.compile(r"Processing message (\S+)")
 START_SYNC = "Start syncing the balance"
@@ -252,7 +254,7 @@ class FileEvents:
                 "requestId": record.request_id, "messageId": message_id, "timestamp": record.timestamp}
 
     def event(self, record: Record, kind: str, messageId: str = "", **values) -> None:
-        row = dict.fromkeys(EVENT_SCHEMA)
+        row = dict.fromkeys(EVENTS.columns)
         row.update(kind=kind, sourceFile=self.source, line=record.line, timestamp=record.timestamp or None,
                    requestId=record.request_id, messageId=messageId, level=record.level or None,
                    text=record.text[:EXCERPT])

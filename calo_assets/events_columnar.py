@@ -20,11 +20,12 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from calo_assets.events import (ALREADY_SYNCED, EXCERPT, FLAG_FALSE, JSON_FORM_FIELDS, LOCK, NOT_IN_SYNC, REFUSAL,
-                                REQUIRED, START_SYNC, SYNC_FAILED, TRANSACTION_STRINGS, Unreadable, as_text,
+from calo_assets.events import (ALREADY_SYNCED, EXCERPT, FLAG_FALSE, JSON_FORM_FIELDS, LOCK, MONEY_FIELDS, NOT_IN_SYNC,
+                                REFUSAL, REQUIRED, START_SYNC, SYNC_FAILED, TRANSACTION_STRINGS, Unreadable, as_text,
                                 block_transaction, crash_kind, error_type, inline_value, money)
 from calo_assets.node_inspect import InspectError, flat_fields, parse_inspect, printed_number, printed_string
-from calo_assets.parsed import EVENT_SCHEMA, MONEY, MONEY_FIELDS, REJECT_SCHEMA, TRANSACTION_SCHEMA, with_times
+from calo_assets.catalog import EVENTS, MONEY, REJECTS, TRANSACTIONS
+from calo_assets.parsed import with_times
 from calo_assets.records import INIT_FIELDS, REPORT_FIELDS
 
 #: Python's whitespace (`\\s`, `str.strip`) also holds the four ASCII separators; Rust's does not.
@@ -78,9 +79,9 @@ def read_records(records: pl.DataFrame, sources: list[str]) -> Rows:
     events = pl.concat([standalone.events, invocations.events()], how="vertical")
     order = ["file", "section", "seq", "sub"]
     return Rows(
-        transactions=with_times(invocations.transactions().sort(order).select(list(TRANSACTION_SCHEMA))),
-        events=with_times(events.sort(order).select(list(EVENT_SCHEMA))),
-        rejects=with_times(invocations.rejects().sort(order).select(list(REJECT_SCHEMA))),
+        transactions=with_times(invocations.transactions().sort(order).select(TRANSACTIONS.names)),
+        events=with_times(events.sort(order).select(EVENTS.names)),
+        rejects=with_times(invocations.rejects().sort(order).select(REJECTS.names)),
         counts=(pl.concat([standalone.counts, invocations.counts()]).group_by("file", "kind").agg(pl.col("count").sum())
                 .sort("file", "kind")),
         blocks=invocations.blocks(),
@@ -145,9 +146,9 @@ def _python_standalone(row: dict) -> dict:
 
 
 def _event_rows(frame: pl.DataFrame, section: int, seq: pl.Expr, message_id: pl.Expr, sub: int = 0) -> pl.DataFrame:
-    """Event rows in EVENT_SCHEMA (plus the order keys), from records carrying the event's own columns."""
+    """Event rows in the events' columns (plus the order keys), from records carrying the event's own columns."""
     own = {name: (pl.col(name) if name in frame.columns else pl.lit(None)).cast(dtype)
-           for name, dtype in EVENT_SCHEMA.items()
+           for name, dtype in EVENTS.building_schema().items()
            if name not in ("sourceFile", "line", "timestamp", "requestId", "messageId", "level", "text")}
     return frame.select(
         "file", pl.lit(section).alias("section"), seq.alias("seq"), pl.lit(sub).alias("sub"),
@@ -307,8 +308,8 @@ class _Invocations:
             rows = rows.join(merged, on="seq", how="left").with_columns(jsonMerged=pl.col("seq").is_in(merged["seq"].implode()))
         return rows.select(
             "file", pl.lit(1).alias("section"), "seq", pl.lit(0).alias("sub"),
-            *[(pl.col(c) if c in rows.columns else pl.lit(None)).cast(TRANSACTION_SCHEMA[c]).alias(c)
-              for c in TRANSACTION_SCHEMA
+            *[(pl.col(c) if c in rows.columns else pl.lit(None)).cast(dtype).alias(c)
+              for c, dtype in TRANSACTIONS.building_schema().items()
               if c not in ("sourceFile", "line", "endLine", "requestId", "messageId", "timestamp")],
             sourceFile="file_path", line=pl.col("line").cast(pl.Int64), endLine=pl.col("end_line").cast(pl.Int64),
             requestId="request_id", messageId="message_id", timestamp="timestamp")
@@ -451,7 +452,7 @@ def _python_transactions(blocks: pl.DataFrame) -> _Parsed:
             ok.append({"seq": seq, **block_transaction(text, timestamp)})
         except Unreadable as exc:
             rejects.append({"seq": seq, "kind": "transaction_block", "reason": str(exc)})
-    schema = {"seq": pl.UInt32, **{k: TRANSACTION_SCHEMA[k] for k in (*TRANSACTION_STRINGS, *MONEY_FIELDS)},
+    schema = {"seq": pl.UInt32, **{k: TRANSACTIONS.columns[k].dtype for k in (*TRANSACTION_STRINGS, *MONEY_FIELDS)},
               "updatePaymentBalance": pl.Boolean, "shape": pl.String}
     return _Parsed(pl.DataFrame(ok, schema=schema),
                    pl.DataFrame(rejects, schema={"seq": pl.UInt32, "kind": pl.String, "reason": pl.String}))

@@ -70,6 +70,15 @@ class RunBudget:
             raise LimitExceeded("the run's decompression cap was reached")
 
 
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read a chunk at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def junk_reason(relative: str) -> str | None:
     """Why a path is not a log, judged by its name alone (the sensor uses this too)."""
     name = relative.rsplit("/", 1)[-1]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from calo_assets.catalog import COMPUTED_MONEY, LEDGER
 from calo_assets.money import NARROW, Places, exceeds, signed, template
 from calo_assets.settings import Settings
 
@@ -49,9 +50,8 @@ def build_ledger(transactions: pl.DataFrame, sync_errors: pl.DataFrame, settings
               .collect(engine=ENGINE))
     ledger = (_with_flagged_explanations(ledger, places, settings)
               .select(pl.exclude("^_.*$"))  # the working columns: rounded values, signs, texts
-              .with_columns(pl.col(c).cast(pl.Decimal(38, scale)) for c in MONEY_COLUMNS))
-    return ledger.select([c for c in LEDGER_COLUMNS if c in ledger.columns]
-                         + [c for c in ledger.columns if c not in LEDGER_COLUMNS])
+              .with_columns(pl.col(c).cast(pl.Decimal(38, scale)) for c in COMPUTED_MONEY))
+    return ledger.select(LEDGER.names)
 
 
 def _in_ledger_order(tx: pl.DataFrame) -> pl.DataFrame:
@@ -307,21 +307,3 @@ def _payment_chain_reason(text: dict[str, pl.Expr], flagged: bool) -> pl.Expr:
     return template("paymentBalance {} but {} left {} and this moves it by {}: expected {}", text["pay"],
                     pl.col("_before"), text["beforePay"], signed(text["move"]), text["chainExpected"]
                     ).fill_null("").alias("paymentChainReason")
-
-
-#: Computed money columns, all at the ledger's money scale.
-MONEY_COLUMNS = ["netAmount", "expectedNewBalance", "newBalanceFilled", "balanceDifference", "suggestedAdjustment",
-                 "continuityDelta", "paymentChainExpected"]
-#: The ledger's column order: what an accountant reads first comes first.
-LEDGER_COLUMNS = [
-    "timestamp", "userId", "id", "currency", "type", "typeInferred", "source", "action", "outcome",
-    "amount", "vat", "netAmount", "oldBalance", "newBalance", "newBalanceMissing", "newBalanceFilled",
-    "expectedNewBalance", "balanceDifference", "balanceMismatch", "suggestedAdjustment", "balanceExplanation",
-    "chainLink", "continuityBreak", "continuityFollows", "continuityDelta", "continuityReason",
-    "overdraft", "overdraftReason", "attemptedOverdraft", "overdraftExplanation",
-    "paymentBalance", "paymentBalanceNegative", "inSync", "syncExplanation", "syncErrorLine",
-    "syncErrorSubscriptionBalance", "paymentChainBreak", "paymentChainExpected", "paymentChainReason",
-    "places", "vatMissing", "shape", "jsonMerged", "userBalance", "paymentMethod", "paymentProvider",
-    "brand", "kitchen", "metadata", "updatePaymentBalance",
-    "sourceFile", "line", "endLine", "requestId", "messageId", "outcomeLine",
-]

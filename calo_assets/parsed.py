@@ -1,8 +1,8 @@
-"""What reading a drop hands on: the parsed tables, their columns, and the figures read off them.
+"""What reading a drop hands on: the parsed tables (declared in the catalog) and the figures read off them.
 
 Both ways of reading (the columnar fast path and the line-by-line full parser)
-build rows with these schemas, so their outputs can be compared frame for frame.
-Timestamps are built as ISO text and turned into UTC datetimes by `with_times`.
+build rows with the catalog's schemas, so their outputs can be compared frame
+for frame. Timestamps are built as ISO text and turned into UTC datetimes by `with_times`.
 """
 
 from __future__ import annotations
@@ -11,44 +11,11 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-MONEY = pl.Decimal(38, 18)
-TIMESTAMP = pl.Datetime("ms", "UTC")
-MONEY_FIELDS = ("amount", "vat", "oldBalance", "newBalance", "paymentBalance")
-OUTCOMES = ("applied", "already_synced", "failed", "refused", "unknown")
+from calo_assets.catalog import DUPLICATES, EVENTS, PARSED, REJECTS, TRANSACTIONS
 
-TRANSACTION_SCHEMA = {
-    "id": pl.String, "userId": pl.String, "currency": pl.String, "type": pl.String,
-    "source": pl.String, "action": pl.String,
-    **{name: MONEY for name in MONEY_FIELDS},
-    "userBalance": MONEY, "updatePaymentBalance": pl.Boolean, "metadata": pl.String,
-    "paymentMethod": pl.String, "paymentProvider": pl.String, "brand": pl.String, "kitchen": pl.String,
-    "shape": pl.String, "jsonMerged": pl.Boolean, "outcome": pl.String, "outcomeLine": pl.Int64,
-    "sourceFile": pl.String, "line": pl.Int64, "endLine": pl.Int64,
-    "requestId": pl.String, "messageId": pl.String, "timestamp": pl.String,
-}
-EVENT_SCHEMA = {
-    "kind": pl.String, "sourceFile": pl.String, "line": pl.Int64, "timestamp": pl.String,
-    "requestId": pl.String, "messageId": pl.String, "level": pl.String,
-    "userId": pl.String, "transactionId": pl.String, "action": pl.String,
-    "subscriptionBalance": MONEY, "paymentBalance": MONEY, "currentBalance": MONEY,
-    "metric": pl.String, "durationMs": pl.String, "maxMemoryMb": pl.String, "errorType": pl.String,
-    "text": pl.String,
-}
-REJECT_SCHEMA = {
-    "sourceFile": pl.String, "line": pl.Int64, "endLine": pl.Int64, "timestamp": pl.String,
-    "requestId": pl.String, "messageId": pl.String, "kind": pl.String, "reason": pl.String,
-    "excerpt": pl.String,
-}
-FILE_SCHEMA = {
-    "path": pl.String, "size": pl.Int64, "sha256": pl.String, "status": pl.String, "reason": pl.String,
-    "gzip": pl.Boolean, "truncated": pl.Boolean, "lines": pl.Int64, "decompressedBytes": pl.Int64,
-    "invalidUtf8": pl.Int64, "longLines": pl.Int64, "records": pl.Int64, "transactionBlocks": pl.Int64,
-}
-COUNT_SCHEMA = {"sourceFile": pl.String, "kind": pl.String, "count": pl.Int64}
-DUPLICATE_SCHEMA = {"table": pl.String, "collapsed": pl.Int64}  # rows collapsed as duplicates, per table
 #: The tables whose rows come from records (each row carries its file and line).
-ROW_SCHEMAS = {"transactions": TRANSACTION_SCHEMA, "events": EVENT_SCHEMA, "rejects": REJECT_SCHEMA}
-TABLES = ("transactions", "events", "rejects", "files", "record_counts", "duplicates")
+ROW_TABLES = (TRANSACTIONS, EVENTS, REJECTS)
+TABLES = tuple(t.name for t in PARSED)
 
 
 @dataclass
@@ -60,7 +27,7 @@ class ParsedLogs:
     rejects: pl.DataFrame
     files: pl.DataFrame
     record_counts: pl.DataFrame  # sourceFile, kind, count: the records each file holds
-    duplicates: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=DUPLICATE_SCHEMA))
+    duplicates: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=DUPLICATES.schema()))
 
     def tables(self) -> dict[str, pl.DataFrame]:
         return {name: getattr(self, name) for name in TABLES}

@@ -32,7 +32,8 @@ from calo_assets.events import FileEvents
 from calo_assets.events_columnar import read_records
 from calo_assets.files import (FileReport, LimitExceeded, NeedsFullParser, NotALog, RunBudget, longest_fast_line,
                                read_lines, read_pieces, walk)
-from calo_assets.parsed import COUNT_SCHEMA, FILE_SCHEMA, ROW_SCHEMAS, ParsedLogs, with_times
+from calo_assets.catalog import FILES, RECORD_COUNTS, TABLES
+from calo_assets.parsed import ROW_TABLES, ParsedLogs, with_times
 from calo_assets.records import frame_records, frame_table, split_records
 from calo_assets.settings import ReadLimits
 
@@ -97,7 +98,7 @@ def read_logs(root: Path, limits: ReadLimits | None = None, only: set[str] | Non
     files = _files_table([f for read in kept for f in read.files])
     tables = {name: pl.concat([read.tables.pop(name) for read in kept] or [_empty(name)], how="vertical",
                               rechunk=False)
-              for name in (*ROW_SCHEMAS, "record_counts")}
+              for name in (*(t.name for t in ROW_TABLES), "record_counts")}
     return combine([ParsedLogs(files=files, **tables)])
 
 
@@ -293,7 +294,7 @@ def _no_records(read: FileRead) -> None:
 def _full_parser_read(entries: list[Entry], limits: ReadLimits, budget: RunBudget) -> GroupRead:
     """Read files one by one with the full parser, sharing `budget`."""
     files: list[FileRead] = []
-    rows: dict[str, list[dict]] = {name: [] for name in ROW_SCHEMAS}
+    rows: dict[str, list[dict]] = {t.name: [] for t in ROW_TABLES}
     counts: list[tuple[str, str, int]] = []
     for path, rel, skip in entries:
         read = FileRead(FileReport(path=rel))
@@ -310,8 +311,8 @@ def _full_parser_read(entries: list[Entry], limits: ReadLimits, budget: RunBudge
             rows["events"] += part.events
             rows["rejects"] += part.rejects
             counts += [(rel, kind, n) for kind, n in sorted(part.counts.items())]
-    tables = {name: with_times(pl.DataFrame(rows[name], schema=schema)) for name, schema in ROW_SCHEMAS.items()}
-    tables["record_counts"] = pl.DataFrame(counts, schema=COUNT_SCHEMA, orient="row")
+    tables = {t.name: with_times(pl.DataFrame(rows[t.name], schema=t.building_schema())) for t in ROW_TABLES}
+    tables["record_counts"] = pl.DataFrame(counts, schema=RECORD_COUNTS.schema(), orient="row")
     return GroupRead(files, tables)
 
 
@@ -353,10 +354,10 @@ def _files_table(files: list[FileRead]) -> pl.DataFrame:
           "invalidUtf8": r.invalid_utf8, "longLines": len(r.long_lines), "records": f.records,
           "transactionBlocks": f.blocks}
          for f in files for r in [f.report]],
-        schema=FILE_SCHEMA)
+        schema=FILES.schema())
 
 
 def _empty(name: str) -> pl.DataFrame:
     if name == "record_counts":
-        return pl.DataFrame(schema=COUNT_SCHEMA)
-    return with_times(pl.DataFrame(schema=ROW_SCHEMAS[name]))
+        return pl.DataFrame(schema=RECORD_COUNTS.schema())
+    return pl.DataFrame(schema=TABLES[name].schema())

@@ -10,8 +10,8 @@ from decimal import localcontext
 
 import polars as pl
 
-from calo_assets.anomalies import ANOMALY_TYPES
-from calo_assets.parsed import OUTCOMES, ParsedLogs
+from calo_assets.catalog import ANOMALY_TYPES, OUTCOMES
+from calo_assets.parsed import ParsedLogs
 from calo_assets.money import fmt
 from calo_assets.settings import Settings
 

@@ -5,12 +5,13 @@ from decimal import Decimal as D
 
 import polars as pl
 
-from calo_assets.parsed import EVENT_SCHEMA, TRANSACTION_SCHEMA, with_times
+from calo_assets.catalog import EVENTS, TRANSACTIONS
+from calo_assets.parsed import with_times
 from calo_assets.ledger import build_ledger
 from calo_assets.settings import Settings
 
 T0 = datetime(2024, 1, 10, 8, 0, tzinfo=timezone.utc)
-NO_ERRORS = pl.DataFrame(schema=EVENT_SCHEMA).with_columns(pl.col("timestamp").cast(pl.Datetime("ms", "UTC")))
+NO_ERRORS = pl.DataFrame(schema=EVENTS.schema())
 
 
 def row(i=0, user="u1", type_="DEBIT", amount="8", vat="0", old="24.4", new="16.4", pay="same",  # noqa: PLR0913
@@ -28,7 +29,7 @@ def row(i=0, user="u1", type_="DEBIT", amount="8", vat="0", old="24.4", new="16.
 
 
 def transactions(rows):
-    return with_times(pl.DataFrame(rows, schema=TRANSACTION_SCHEMA))
+    return with_times(pl.DataFrame(rows, schema=TRANSACTIONS.building_schema()))
 
 
 def ledger(rows, settings=None):

@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 
 from calo_assets.analysis import analyze
+from calo_assets.catalog import TABLES
 from calo_assets.definitions import defs
 from calo_assets.defs import assets as assets_module
 from calo_assets.defs import checks as checks_module
@@ -93,8 +94,9 @@ def test_the_definitions_load():
         "raw_log_drops", "parsed_drop", "parsed_events", "sync_errors", "ledger", "anomalies", "reports"}
     assert {k.name for k in graph.asset_check_keys} == BLOCKING | WARN | NOT_BLOCKING_ERROR
     assert all(graph.get(k).blocking == (k.name in BLOCKING) for k in graph.asset_check_keys)
-    stated = {(asset, name) for asset, names in assets_module.BLOCKING_CHECKS.items() for name in names}
-    assert stated == {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys if graph.get(k).blocking}
+    validated = {(t.asset, f"{t.name}_schema") for t in TABLES.values() if t.validated}
+    assert validated | {("ledger", "reconciliation")} == \
+        {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys if graph.get(k).blocking}
     assert {s.name for s in defs.sensors} == {"log_drop_sensor", "rebuild_after_drops", "record_run_failures"}
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in defs.sensors)
     assert set(defs.resources) == {"inbox", "storage", "reports_folder", "failure_webhook"}

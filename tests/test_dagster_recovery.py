@@ -17,7 +17,8 @@ from calo_assets.defs import assets as assets_module
 from calo_assets.defs.assets import parsed_drop, parsed_events, reports
 from calo_assets.defs.coverage import drop_states
 from calo_assets.defs.failures import FailedRun, failures_since
-from calo_assets.defs.resources import FailureWebhook, sweep_leftovers
+from calo_assets.atomic import sweep
+from calo_assets.defs.resources import FailureWebhook
 from calo_assets.defs.sensors import record_run_failures
 from calo_assets.generator import generate_export
 from calo_assets.run_launcher import LocalProcessRunLauncher, worker_alive
@@ -246,8 +247,8 @@ def test_leftovers_of_interrupted_writes_are_swept_when_no_other_run_writes(tmp_
 def test_sweep_leaves_ordinary_folders_alone(tmp_path):
     for name in ("latest", "20250101T000000Z-deadbeef", ".hidden", ".latest.tmp-notahexid"):
         (tmp_path / name).mkdir()
-    assert sweep_leftovers(tmp_path) == []
-    assert sweep_leftovers(tmp_path / "absent") == []
+    assert sweep(tmp_path) == []
+    assert sweep(tmp_path / "absent") == []
 
 
 def run_started_by(instance: dg.DagsterInstance, pid: int) -> dg.DagsterRun:

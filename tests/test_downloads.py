@@ -29,7 +29,8 @@ from openpyxl import load_workbook
 
 import calo_assets.defs
 from calo_assets.defs import assets as assets_module
-from calo_assets.defs.resources import FailureWebhook, InboxFolder, ReportsFolder, StorageFolder, drop_key, file_sha256
+from calo_assets.defs.resources import FailureWebhook, InboxFolder, ReportsFolder, StorageFolder, drop_key
+from calo_assets.files import file_sha256
 from calo_assets.downloads.auth import verify_password
 from logbuilder import simple_log, tx
 

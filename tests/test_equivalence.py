@@ -21,11 +21,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 from polars.testing import assert_frame_equal
 
-from calo_assets.anomalies import (ANOMALY_SCHEMA, KNOWN_ACTIONS, MAD_MIN_TRANSACTIONS, MAD_SCALE, NOISE_PLACES,
-                                   SEVERITY, detect_anomalies)
+from calo_assets.anomalies import KNOWN_ACTIONS, MAD_MIN_TRANSACTIONS, MAD_SCALE, NOISE_PLACES, detect_anomalies
+from calo_assets.catalog import ANOMALIES, LEDGER, SEVERITY
 from calo_assets.reading import read_logs
 from calo_assets.generator import generate_export
-from calo_assets.ledger import LEDGER_COLUMNS, ORDER, build_ledger, money_scale
+from calo_assets.ledger import ORDER, build_ledger, money_scale
 from calo_assets.money import fmt, round_money
 from calo_assets.settings import Settings
 from calo_assets.summary import currency_totals
@@ -72,8 +72,8 @@ def row_by_row_ledger(transactions: pl.DataFrame, sync_errors: pl.DataFrame, set
         rows = [_check(row, settings) for row in tx.iter_rows(named=True)]
         _chain(rows, tx, settings, last, last_pay)
     ledger = pl.concat([tx.drop("type"), pl.DataFrame(rows, schema=schema)], how="horizontal")
-    return ledger.select([c for c in LEDGER_COLUMNS if c in ledger.columns]
-                         + [c for c in ledger.columns if c not in LEDGER_COLUMNS])
+    return ledger.select([c for c in LEDGER.names if c in ledger.columns]
+                         + [c for c in ledger.columns if c not in LEDGER.names])
 
 
 def _check(row: dict, s: Settings) -> dict:
@@ -233,7 +233,7 @@ def row_by_row_anomalies(ledger: pl.DataFrame, events: pl.DataFrame, settings: S
     found += _calendar(ledger, settings)
     found += _refusals_without_block(events, ledger)
     order = {"high": 0, "medium": 1, "low": 2}
-    frame = pl.DataFrame(found, schema=ANOMALY_SCHEMA)
+    frame = pl.DataFrame(found, schema=ANOMALIES.schema())
     return frame.sort([pl.col("severity").replace_strict(order, return_dtype=pl.Int8), "type", "userId",
                        "timestamp", "transactionId"], nulls_last=True)
 

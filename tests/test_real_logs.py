@@ -9,6 +9,7 @@ format notes demand) ties all 20 to their block, so 8,598 are applied.
 import pytest
 
 from calo_assets.analysis import analyze
+from calo_assets.catalog import ANOMALIES, LEDGER, REJECTS, TRANSACTIONS
 from calo_assets.reading import read_logs
 from calo_assets.settings import Settings
 
@@ -67,6 +68,6 @@ def test_ledger_figures(analysis):
 def test_schemas_hold_on_the_real_ledger(analysis):
     from calo_assets.schemas import validate
 
-    for name, frame in [("transactions", analysis.parsed.transactions), ("ledger", analysis.ledger),
-                        ("anomalies", analysis.anomalies), ("rejects", analysis.parsed.rejects)]:
-        assert validate(name, frame, analysis.settings).height == 0, name
+    for table, frame in [(TRANSACTIONS, analysis.parsed.transactions), (LEDGER, analysis.ledger),
+                         (ANOMALIES, analysis.anomalies), (REJECTS, analysis.parsed.rejects)]:
+        assert validate(table, frame, analysis.settings).height == 0, table.name

@@ -14,9 +14,11 @@ import polars as pl
 import pytest
 
 from calo_assets.analysis import analyze_folder
-from calo_assets.ledger import LEDGER_COLUMNS
+from calo_assets.catalog import LEDGER
 from calo_assets.money import fmt
-from calo_assets.reports import ACCOUNTING_COLUMNS, excel, ledger_columns, safe_text, tables, write_reports
+from calo_assets.outputs import write_all
+from calo_assets.reports import excel, safe_text, tables
+from calo_assets.reports.columns import ACCOUNTING_COLUMNS, ledger_columns
 from calo_assets.settings import Settings
 from tests.logbuilder import CONTROL_ACTION, FORMULA_ACTION, report_drop
 
@@ -53,12 +55,12 @@ def test_accounting_preset_is_the_ledger_header(book):
 
 
 def test_full_preset_has_every_ledger_column_with_provenance(analysis, tmp_path):
-    assert ledger_columns("full") == LEDGER_COLUMNS
-    assert set(LEDGER_COLUMNS) == set(analysis.ledger.columns)
+    assert ledger_columns("full") == LEDGER.names
+    assert set(LEDGER.names) == set(analysis.ledger.columns)
     full = replace(analysis, settings=replace(analysis.settings, excel_columns="full"))
     ws = openpyxl.load_workbook(excel.write_workbook(full, tmp_path / "r.xlsx"))["Ledger"]
     names = [h.removesuffix(" (UTC)") for h in header(ws)]
-    assert names == LEDGER_COLUMNS
+    assert names == LEDGER.names
     assert {"sourceFile", "line", "requestId", "messageId"} <= set(names)
 
 
@@ -83,7 +85,7 @@ def test_bad_json_preset_is_refused_naming_the_valid_columns(tmp_path, content, 
     with pytest.raises(ValueError, match=re.escape(expected)) as err:
         ledger_columns(str(preset))
     if "unknown" in expected:
-        assert "valid names: " + ", ".join(LEDGER_COLUMNS) in str(err.value)
+        assert "valid names: " + ", ".join(LEDGER.names) in str(err.value)
 
 
 def test_unknown_preset_is_refused_naming_the_presets():
@@ -93,7 +95,7 @@ def test_unknown_preset_is_refused_naming_the_presets():
 
 def test_money_columns_are_the_ledgers_decimal_columns(analysis):
     decimals = {c for c, t in analysis.ledger.schema.items() if isinstance(t, pl.Decimal)}
-    assert decimals == tables.MONEY_COLUMNS
+    assert decimals == {name for name, column in LEDGER.columns.items() if column.money}
 
 
 def test_money_cells_are_numbers_in_the_currencys_places(book, analysis):
@@ -193,7 +195,7 @@ def test_row_limit_keeps_the_flagged_rows_and_points_to_the_csv(analysis, tmp_pa
     flagged = analysis.ledger.filter(tables.flagged())
     assert 0 < flagged.height < analysis.ledger.height
     monkeypatch.setattr(excel, "EXCEL_MAX_ROWS", flagged.height + 2)  # note + header + the flagged rows
-    written = write_reports(analysis, tmp_path)
+    written = write_all(analysis, tmp_path)
     assert "raw_parsed.csv" in written  # written although not asked: the Ledger sheet points to it
     ws = openpyxl.load_workbook(written["report.xlsx"])["Ledger"]
     assert "raw_parsed.csv" in ws["A1"].value and f"of {analysis.ledger.height:,} rows" in ws["A1"].value
@@ -208,7 +210,7 @@ def test_row_limit_keeps_the_flagged_rows_and_points_to_the_csv(analysis, tmp_pa
 def test_a_drop_without_transactions_still_gets_every_report(tmp_path):
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "notes.txt").write_text("not a log\n")
-    written = write_reports(analyze_folder(tmp_path / "logs", Settings()), tmp_path / "out", raw_csv=True)
+    written = write_all(analyze_folder(tmp_path / "logs", Settings()), tmp_path / "out", raw_csv=True)
     book = openpyxl.load_workbook(written["report.xlsx"])
     assert len(book.sheetnames) == 10 and header(book["Ledger"])[0] == "timestamp (UTC)"
     assert "No transactions were read." in written["report.html"].read_text(encoding="utf-8")
@@ -218,7 +220,7 @@ def test_a_drop_without_transactions_still_gets_every_report(tmp_path):
 # -- raw_parsed.csv and the text rules ----------------------------------------------------------------
 
 def test_raw_csv_is_exact_and_neutralised(analysis, tmp_path):
-    path = write_reports(analysis, tmp_path, raw_csv=True)["raw_parsed.csv"]
+    path = write_all(analysis, tmp_path, raw_csv=True)["raw_parsed.csv"]
     raw = path.read_bytes()
     assert not raw.startswith(b"\xef\xbb\xbf")
     got = list(csv.DictReader(raw.decode("utf-8").splitlines(keepends=True)))
@@ -279,8 +281,8 @@ def test_libreoffice_reads_text_as_text_and_money_in_places(analysis, tmp_path):
 @pytest.mark.slow
 def test_real_logs_all_three_reports(real_logs, tmp_path):
     real = analyze_folder(real_logs, Settings())
-    written = write_reports(real, tmp_path, raw_csv=True)
-    assert set(written) == {"report.xlsx", "report.html", "raw_parsed.csv"}
+    written = write_all(real, tmp_path, raw_csv=True)
+    assert set(written) == {"report.xlsx", "report.html", "raw_parsed.csv", "summary.json"}
     book = openpyxl.load_workbook(written["report.xlsx"], read_only=True)
     got = summary_currencies(book["Summary"])
     assert {c: (v["debit"], v["credit"]) for c, v in got.items()} == \

@@ -17,22 +17,23 @@ drop twice or leave half a table.
 
 import json
 import re
-import shutil
-import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import dagster as dg
 import polars as pl
 
-from calo_assets.analysis import Analysis, Coverage, summarize
+from calo_assets.analysis import Coverage, analysis_of
 from calo_assets.anomalies import detect_anomalies
+from calo_assets.atomic import new_folder
+from calo_assets.catalog import ANOMALIES, EVENTS, FILES, LEDGER, SYNC_ERRORS, TRANSACTIONS
 from calo_assets.combine import combine
 from calo_assets.defs.config import AnalysisConfig, refuse
 from calo_assets.defs.coverage import EAGER_UNTIL_DROPS_SETTLE, missing_drops
 from calo_assets.defs.failures import failures_since
-from calo_assets.defs.resources import (MANIFEST, InboxFolder, ReportsFolder, StorageFolder, drop_key,
-                                        file_sha256)
+from calo_assets.defs.resources import MANIFEST, InboxFolder, ReportsFolder, StorageFolder, drop_key
+from calo_assets.files import file_sha256
 from calo_assets.ledger import build_ledger
 from calo_assets.outputs import write_all
 from calo_assets.parsed import ParsedLogs
@@ -47,16 +48,6 @@ RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)
 MARKDOWN_SPECIAL = re.compile(r"[\\`*_\[\]()!|#~]")
 PREVIEW_ROWS = 20
 CELL_CHARS = 80
-TRANSACTION_PREVIEW = ["timestamp", "userId", "id", "currency", "type", "action", "amount", "vat", "oldBalance",
-                       "newBalance", "outcome", "sourceFile", "line"]
-LEDGER_PREVIEW = ["timestamp", "userId", "id", "currency", "type", "action", "outcome", "amount", "oldBalance",
-                  "newBalance", "expectedNewBalance", "balanceMismatch", "continuityBreak", "overdraft", "inSync",
-                  "sourceFile", "line"]
-SYNC_ERROR_PREVIEW = ["timestamp", "userId", "transactionId", "action", "subscriptionBalance", "paymentBalance",
-                      "currentBalance", "sourceFile", "line"]
-ANOMALY_PREVIEW = ["type", "severity", "userId", "transactionId", "currency", "timestamp", "details", "sourceFile",
-                   "line"]
-FILE_PREVIEW = ["path", "status", "size", "sha256", "records", "transactionBlocks", "reason"]
 
 # -- how results are described ------------------------------------------------------------------
 
@@ -76,7 +67,7 @@ def _cell(value) -> str:
     return MARKDOWN_SPECIAL.sub(r"\\\g<0>", text).replace("<", "&lt;").replace(">", "&gt;")
 
 
-def markdown(frame: pl.DataFrame, columns: list[str] | None = None, rows: int = PREVIEW_ROWS) -> dg.MetadataValue:
+def markdown(frame: pl.DataFrame, columns: Sequence[str] = (), rows: int = PREVIEW_ROWS) -> dg.MetadataValue:
     """The first rows of a frame as a markdown table (a preview, not the data)."""
     cols = [c for c in (columns or frame.columns) if c in frame.columns]
     if not cols or frame.height == 0:
@@ -102,9 +93,9 @@ def parsed_metadata(parsed: ParsedLogs) -> dict[str, dg.MetadataValue]:
     return {
         "dagster/row_count": dg.MetadataValue.int(parsed.transactions.height),
         "row_counts": dg.MetadataValue.json({name: frame.height for name, frame in parsed.tables().items()}),
-        "preview": markdown(parsed.transactions, TRANSACTION_PREVIEW),
+        "preview": markdown(parsed.transactions, TRANSACTIONS.preview),
         "currency_totals": dg.MetadataValue.json(transaction_counts_by_currency(parsed.transactions)),
-        "source_files": markdown(files, FILE_PREVIEW),
+        "source_files": markdown(files, FILES.preview),
         "files_by_status": dg.MetadataValue.json({str(k): int(v) for k, v in status.items()}),
         "reconciliation": dg.MetadataValue.json(parsed.reconciliation()),
     }
@@ -184,7 +175,7 @@ def parsed_drop(context: dg.AssetExecutionContext, inbox: InboxFolder, storage: 
 EAGER = (dg.AutomationCondition.eager()
          | (dg.AutomationCondition.any_deps_match(dg.AutomationCondition.will_be_requested())
             & ~dg.AutomationCondition.in_progress()).with_label("an upstream asset is requested now"))
-PARSED_EVENTS = ("parsed_events",)
+PARSED_EVENTS = TRANSACTIONS.asset  # the folder of all parsed tables
 COVERAGE_DOC = "coverage.json"
 
 
@@ -221,12 +212,12 @@ def stored_coverage(storage: StorageFolder) -> dict:
 def sync_errors(storage: StorageFolder) -> dg.MaterializeResult:
     """What the Lambda logged as 'subscription and payment balance are not in sync'."""
     frame = storage.parsed(PARSED_EVENTS).sync_errors
-    storage.write(("sync_errors",), {"sync_errors": frame})
+    storage.write(SYNC_ERRORS.asset, {SYNC_ERRORS.name: frame})
     return dg.MaterializeResult(metadata={
         "dagster/row_count": dg.MetadataValue.int(frame.height),
         "users": dg.MetadataValue.int(frame["userId"].n_unique()),
         "linked_to_a_transaction": dg.MetadataValue.int(frame["transactionId"].is_not_null().sum()),
-        "preview": markdown(frame, SYNC_ERROR_PREVIEW),
+        "preview": markdown(frame, SYNC_ERRORS.preview),
         "source_files": dg.MetadataValue.int(frame["sourceFile"].n_unique()),
     })
 
@@ -234,13 +225,12 @@ def sync_errors(storage: StorageFolder) -> dg.MaterializeResult:
 # -- ledger and findings -------------------------------------------------------------------------
 
 
-LEDGER = ("ledger",)
 CONFIG_DOC = "config.json"
 
 
 def ledger_settings(storage: StorageFolder):
     """The settings the stored ledger was built with: its findings and report use the same."""
-    return AnalysisConfig(**storage.document(LEDGER, CONFIG_DOC)).to_settings()
+    return AnalysisConfig(**storage.document(LEDGER.asset, CONFIG_DOC)).to_settings()
 
 
 @dg.asset(group_name="ledger", deps=[parsed_events, sync_errors], automation_condition=EAGER,
@@ -248,14 +238,13 @@ def ledger_settings(storage: StorageFolder):
 def ledger(config: AnalysisConfig, storage: StorageFolder) -> dg.MaterializeResult:
     """One row per transaction with every check recomputed and explained (the money rules are the run config)."""
     settings = config.to_settings()
-    frame = build_ledger(storage.table(PARSED_EVENTS, "transactions"), storage.table(("sync_errors",), "sync_errors"),
-                         settings)
-    storage.write(LEDGER, {"ledger": frame}, {CONFIG_DOC: config.model_dump()})
+    frame = build_ledger(storage.table(TRANSACTIONS), storage.table(SYNC_ERRORS), settings)
+    storage.write(LEDGER.asset, {LEDGER.name: frame}, {CONFIG_DOC: config.model_dump()})
     flags = ledger_checks(frame)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": dg.MetadataValue.int(frame.height),
         "users": dg.MetadataValue.int(frame["userId"].n_unique()),
-        "preview": markdown(frame, LEDGER_PREVIEW),
+        "preview": markdown(frame, LEDGER.preview),
         # rows without a currency fail ledger_schema; the totals here leave them out rather than fail
         "currency_totals": dg.MetadataValue.json(currency_totals(frame.filter(pl.col("currency").is_not_null()),
                                                                  settings)),
@@ -269,9 +258,8 @@ def ledger(config: AnalysisConfig, storage: StorageFolder) -> dg.MaterializeResu
           kinds={"polars", "parquet"}, retry_policy=RETRY)
 def anomalies(storage: StorageFolder) -> dg.MaterializeResult:
     """Every finding on the ledger (and on refusals logged without a block), most severe first."""
-    frame = detect_anomalies(storage.table(LEDGER, "ledger"), storage.table(PARSED_EVENTS, "events"),
-                             ledger_settings(storage))
-    storage.write(("anomalies",), {"anomalies": frame})
+    frame = detect_anomalies(storage.table(LEDGER), storage.table(EVENTS), ledger_settings(storage))
+    storage.write(ANOMALIES.asset, {ANOMALIES.name: frame})
     by_type = frame.group_by("type").len().sort("type")
     by_currency = frame.group_by("currency").len().sort("currency", nulls_last=True)
     return dg.MaterializeResult(metadata={
@@ -279,7 +267,7 @@ def anomalies(storage: StorageFolder) -> dg.MaterializeResult:
         "by_type": dg.MetadataValue.json(dict(zip(by_type["type"].to_list(), by_type["len"].to_list()))),
         "currency_totals": dg.MetadataValue.json({k or "none": v for k, v in zip(by_currency["currency"].to_list(),
                                                                                   by_currency["len"].to_list())}),
-        "preview": markdown(frame, ANOMALY_PREVIEW),
+        "preview": markdown(frame, ANOMALIES.preview),
         "source_files": dg.MetadataValue.int(frame["sourceFile"].n_unique()),
     })
 
@@ -306,22 +294,12 @@ def reports(context: dg.AssetExecutionContext, inbox: InboxFolder, storage: Stor
     coverage = Coverage(missing_drops=tuple(stored["missing_drops"]),
                         failures=tuple(failures_since(context.instance, previous_report_time(context.instance),
                                                       exclude=context.run.run_id)))
-    settings = ledger_settings(storage)
-    parsed = storage.parsed(PARSED_EVENTS)
-    ledger_frame = storage.table(LEDGER, "ledger")
-    anomaly_frame = storage.table(("anomalies",), "anomalies")
-    analysis = Analysis(parsed, ledger_frame, anomaly_frame,
-                        summarize(parsed, ledger_frame, anomaly_frame, settings, coverage), settings,
-                        input_label=f"{inbox.root} ({len(covered)} drop(s))")
+    analysis = analysis_of(storage.parsed(PARSED_EVENTS), storage.table(LEDGER), storage.table(ANOMALIES),
+                           ledger_settings(storage), f"{inbox.root} ({len(covered)} drop(s))", coverage)
     stamp = analysis.created_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     folder = reports_folder.root / f"{stamp}-{context.run.run_id[:8]}"
-    tmp = reports_folder.root / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with new_folder(folder, replace=False) as tmp:  # a version appears whole, and never replaces an earlier one
         written = write_all(analysis, tmp, raw_csv=True)
-        tmp.rename(folder)  # a version folder appears whole, and never replaces an earlier one
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     reports_folder.publish_latest(folder)
     files = {name: {"path": str(folder / name), "size": (folder / name).stat().st_size,
                     "sha256": file_sha256(folder / name)} for name in sorted(written)}
@@ -330,7 +308,7 @@ def reports(context: dg.AssetExecutionContext, inbox: InboxFolder, storage: Stor
         "folder": dg.MetadataValue.path(str(folder)),
         "files": dg.MetadataValue.json(files),
         "drops": dg.MetadataValue.json(covered),
-        "checks_passed": dg.MetadataValue.bool(blocking_checks_passed(context.instance)),
+        "checks_passed": dg.MetadataValue.bool(blocking_checks_passed(context)),
         "currency_totals": dg.MetadataValue.json(json.loads(json.dumps(analysis.summary["currencies"], default=str))),
         "summary": dg.MetadataValue.json(json.loads(json.dumps(counts, default=str))),
         "complete": dg.MetadataValue.bool(coverage.complete),
@@ -345,14 +323,9 @@ def previous_report_time(instance: dg.DagsterInstance) -> float | None:
     return event.timestamp if event else None
 
 
-#: The blocking checks of checks.py on what a report is made from; `checks_passed` states their latest results.
-BLOCKING_CHECKS = {"parsed_events": ("transactions_schema", "rejects_schema"),
-                   "ledger": ("ledger_schema", "reconciliation"),
-                   "anomalies": ("anomalies_schema",)}
-
-
-def blocking_checks_passed(instance: dg.DagsterInstance) -> bool:
-    """Whether the latest evaluation of every blocking check on the report's inputs passed."""
-    keys = [dg.AssetCheckKey(dg.AssetKey(asset), name) for asset, names in BLOCKING_CHECKS.items() for name in names]
-    records = [instance.get_latest_asset_check_evaluation_record(k) for k in keys]
+def blocking_checks_passed(context: dg.AssetExecutionContext) -> bool:
+    """Whether the latest evaluation of every blocking check of the run's assets passed (they guard the report)."""
+    graph = context.job_def.asset_layer.asset_graph
+    keys = [key for key in graph.asset_check_keys if graph.get(key).blocking]
+    records = [context.instance.get_latest_asset_check_evaluation_record(key) for key in keys]
     return all(r is not None and r.status.value == "SUCCEEDED" for r in records)

@@ -1,8 +1,9 @@
 """Checks, next to what they check: blocking rules that stop the reports, an incomplete report, WARN findings.
 
-Blocking (severity ERROR): the pandera schemas of `calo_assets.schemas` on the
-parsed transactions and rejects, the ledger and the anomalies, and the
-reconciliation of transaction blocks. When one fails, `reports` of that run is
+Blocking (severity ERROR): a schema check on each table the catalog marks as
+validated (the parsed transactions and rejects, the ledger, the anomalies), made
+by one factory from the catalog's declaration, and the reconciliation of
+transaction blocks. When one fails, `reports` of that run is
 not materialized and the failure cases are in the check's metadata.
 
 Not blocking, severity ERROR: `all_drops_parsed`, which fails while a drop is
@@ -14,13 +15,12 @@ mismatches, continuity breaks, overdrafts, attempted overdrafts, out-of-sync
 balances, anomalies by type), each with its count and first rows.
 """
 
-from collections.abc import Callable
-
 import dagster as dg
 import polars as pl
 
-from calo_assets.defs.assets import (LEDGER, PARSED_EVENTS, anomalies, ledger, ledger_settings, markdown,
-                                     parsed_events, stored_coverage)
+from calo_assets.catalog import ANOMALIES, LEDGER, TABLES, Table
+from calo_assets.defs.assets import (PARSED_EVENTS, anomalies, ledger, ledger_settings, markdown, parsed_events,
+                                     stored_coverage)
 from calo_assets.defs.resources import StorageFolder
 from calo_assets.schemas import validate
 
@@ -31,16 +31,14 @@ LEDGER_KEY = ["id", "requestId", "messageId", "timestamp"]
 # -- blocking: schemas and reconciliation -------------------------------------------------------
 
 
-def schema_check(asset: dg.AssetsDefinition, schema: str,
-                 load: Callable[[StorageFolder], pl.DataFrame]) -> dg.AssetChecksDefinition:
-    """A blocking check that the stored table conforms to the pandera schema `schema`."""
+def schema_check(table: Table) -> dg.AssetChecksDefinition:
+    """A blocking check that the stored table conforms to the pandera schema built from its catalog entry."""
 
-    @dg.asset_check(asset=asset, name=f"{schema}_schema", blocking=True,
-                    description=f"The {schema} table conforms to its pandera schema (calo_assets.schemas)")
+    @dg.asset_check(asset=table.asset, name=f"{table.name}_schema", blocking=True,
+                    description=f"The {table.name} table conforms to its declaration (calo_assets.catalog)")
     def _check(storage: StorageFolder) -> dg.AssetCheckResult:
-        frame = load(storage)
-        settings = ledger_settings(storage) if schema == "ledger" else None
-        failures = validate(schema, frame, settings)
+        frame = storage.table(table)
+        failures = validate(table, frame, ledger_settings(storage) if table is LEDGER else None)
         by_check = failures.group_by("check").len().sort("check") if failures.height else failures
         return dg.AssetCheckResult(passed=failures.height == 0, metadata={
             "rows_checked": dg.MetadataValue.int(frame.height),
@@ -53,10 +51,7 @@ def schema_check(asset: dg.AssetsDefinition, schema: str,
     return _check
 
 
-transactions_schema = schema_check(parsed_events, "transactions", lambda s: s.table(PARSED_EVENTS, "transactions"))
-rejects_schema = schema_check(parsed_events, "rejects", lambda s: s.table(PARSED_EVENTS, "rejects"))
-ledger_schema = schema_check(ledger, "ledger", lambda s: s.table(LEDGER, "ledger"))
-anomalies_schema = schema_check(anomalies, "anomalies", lambda s: s.table(("anomalies",), "anomalies"))
+schema_checks = [schema_check(table) for table in TABLES.values() if table.validated]
 
 
 @dg.asset_check(asset=ledger, blocking=True, additional_deps=[parsed_events],
@@ -64,7 +59,7 @@ anomalies_schema = schema_check(anomalies, "anomalies", lambda s: s.table(("anom
                             "and no transaction is lost or added between parsed_events and the ledger")
 def reconciliation(storage: StorageFolder) -> dg.AssetCheckResult:
     parsed = storage.parsed(PARSED_EVENTS)
-    frame = storage.table(LEDGER, "ledger")
+    frame = storage.table(LEDGER)
     counts = parsed.reconciliation()
     accounted = frame.height + counts["rejected_blocks"] + counts["duplicate_blocks_collapsed"]
     lost = parsed.transactions.join(frame.select(LEDGER_KEY), on=LEDGER_KEY, how="anti", nulls_equal=True)
@@ -108,7 +103,7 @@ def ledger_finding(name: str, rows: pl.Expr, explain: list[str], description: st
 
     @dg.asset_check(asset=ledger, name=name, description=description)
     def _check(storage: StorageFolder) -> dg.AssetCheckResult:
-        hits = storage.table(LEDGER, "ledger").filter(rows)
+        hits = storage.table(LEDGER).filter(rows)
         by_currency = hits.group_by("currency").len().sort("currency")
         return dg.AssetCheckResult(passed=hits.height == 0, severity=dg.AssetCheckSeverity.WARN, metadata={
             "count": dg.MetadataValue.int(hits.height),
@@ -144,7 +139,7 @@ out_of_sync = ledger_finding(
 
 @dg.asset_check(asset=anomalies, description="Anomalies found, by type, with the first rows of each type")
 def anomalies_by_type(storage: StorageFolder) -> dg.AssetCheckResult:
-    frame = storage.table(("anomalies",), "anomalies")
+    frame = storage.table(ANOMALIES)
     by_type = frame.group_by("type", "severity").len().sort("type")
     sections = []
     for kind in by_type["type"].to_list():

@@ -11,10 +11,8 @@ taken from the working directory. Absolute paths are used as they are.
 import hashlib
 import json
 import os
-import re
 import shutil
 import urllib.request
-import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -23,15 +21,14 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from calo_assets.atomic import new_folder, sweep
+from calo_assets.catalog import Table
+from calo_assets.files import file_sha256, walk
 from calo_assets.parsed import ParsedLogs
-from calo_assets.files import junk_reason
 
 _CHECKOUT = Path(__file__).resolve().parents[2]
 PROJECT_ROOT = _CHECKOUT if (_CHECKOUT / "pyproject.toml").is_file() else None
-HASH_CHUNK = 1024 * 1024
 MANIFEST = "manifest.json"
-#: A folder being written (`.name.tmp-…`) or being swapped out (`.name.old-…`); see `_swap_in`.
-LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-[0-9a-f]{8}")
 #: Run statuses in which a run may be writing into the folders.
 WRITING = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 
@@ -51,14 +48,6 @@ class InboxEntry(NamedTuple):
     size: int
     mtime_ns: int
     skip: str | None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def drop_key(files: Iterable[tuple[str, str]]) -> str:
@@ -84,42 +73,20 @@ class InboxFolder(dg.ConfigurableResource):
         return resolve(self.path)
 
     def scan(self) -> Iterator[InboxEntry]:
-        """Every file under the inbox, from `stat` alone: nothing is opened or read.
+        """Every file under the inbox, as `files.walk` finds them, from `stat` alone: nothing is opened or read.
 
-        Like `calo_assets.files.walk`: folders that are symlinks are not descended and
-        symlinked files count only when they point inside the inbox.
+        What the walk skips (junk by name, a symlink leaving the inbox, a folder that
+        cannot be listed) comes with its reason, and so does an empty file: the drop
+        lists them as the CLI does. A file gone between listing and stat is seen on a later tick.
         """
-        root = self.root
-        if not root.is_dir():
+        if not self.root.is_dir():
             return
-        real_root = root.resolve()
-        stack = [(str(root), "")]
-        while stack:
-            folder, prefix = stack.pop()
+        for path, rel, skip in walk(self.root):
             try:
-                with os.scandir(folder) as listing:
-                    entries = list(listing)
+                st = path.lstat() if skip else path.stat()
             except OSError:
                 continue
-            for entry in entries:
-                rel = prefix + entry.name
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append((entry.path, rel + "/"))
-                        continue
-                    if entry.is_symlink():
-                        target = Path(entry.path).resolve()
-                        if not target.is_relative_to(real_root) or not target.is_file():
-                            continue
-                        st = target.stat()
-                    elif entry.is_file(follow_symlinks=False):
-                        st = entry.stat(follow_symlinks=False)
-                    else:
-                        continue
-                except OSError:
-                    continue  # vanished between listing and stat: seen on a later tick, if it comes back
-                skip = junk_reason(rel) or ("empty file" if st.st_size == 0 else None)
-                yield InboxEntry(rel, st.st_size, st.st_mtime_ns, skip)
+            yield InboxEntry(rel, st.st_size, st.st_mtime_ns, skip or ("empty file" if st.st_size == 0 else None))
 
     def sha256(self, relative: str) -> str:
         return file_sha256(self.root / relative)
@@ -147,39 +114,32 @@ class StorageFolder(dg.ConfigurableResource):
     def folder(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
 
-    def write(self, parts: tuple[str, ...], tables: dict[str, pl.DataFrame],
+    def write(self, parts: str | tuple[str, ...], tables: dict[str, pl.DataFrame],
               documents: dict[str, Any] | None = None) -> Path:
-        """Replace the folder `parts` with these tables (Parquet) and JSON documents."""
-        final = self.folder(*parts)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
-        tmp.mkdir()
-        try:
+        """Replace the folder `parts` (an asset's name, or a drop's path) with these tables and JSON documents."""
+        with new_folder(self.folder(*_parts(parts))) as tmp:
             for name, frame in tables.items():
                 frame.write_parquet(tmp / f"{name}.parquet")
             for name, doc in (documents or {}).items():
                 (tmp / name).write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
-            _swap_in(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return final
+        return self.folder(*_parts(parts))
 
     def has(self, *parts: str) -> bool:
         return self.folder(*parts).is_dir()
 
-    def table(self, parts: tuple[str, ...], name: str) -> pl.DataFrame:
-        return pl.read_parquet(self.folder(*parts) / f"{name}.parquet")
+    def table(self, table: Table) -> pl.DataFrame:
+        """A catalog table, from the folder of the asset that keeps it."""
+        return pl.read_parquet(self.folder(table.asset) / table.file)
 
-    def document(self, parts: tuple[str, ...], name: str) -> Any:
-        return json.loads((self.folder(*parts) / name).read_text(encoding="utf-8"))
+    def document(self, parts: str | tuple[str, ...], name: str) -> Any:
+        return json.loads((self.folder(*_parts(parts)) / name).read_text(encoding="utf-8"))
 
     def manifest(self, drop: str) -> list[dict]:
         """The files of a drop as `raw_log_drops` recorded them: path, size, sha256, skip, duplicate_of."""
         return self.document(("drops", drop, "raw"), MANIFEST)["files"]
 
-    def parsed(self, parts: tuple[str, ...]) -> ParsedLogs:
-        folder = self.folder(*parts)
+    def parsed(self, parts: str | tuple[str, ...]) -> ParsedLogs:
+        folder = self.folder(*_parts(parts))
         return ParsedLogs.from_tables({p.stem: pl.read_parquet(p) for p in folder.glob("*.parquet")})
 
 
@@ -197,50 +157,13 @@ class ReportsFolder(dg.ConfigurableResource):
 
     def publish_latest(self, version: Path) -> Path:
         """Copy a finished version folder to `latest/`, swapped in whole."""
-        latest = self.root / "latest"
-        tmp = self.root / f".latest.tmp-{uuid.uuid4().hex[:8]}"
-        shutil.copytree(version, tmp)
-        _swap_in(tmp, latest)
-        return latest
+        with new_folder(self.root / "latest") as tmp:
+            shutil.copytree(version, tmp, dirs_exist_ok=True)
+        return self.root / "latest"
 
 
-def _swap_in(tmp: Path, final: Path) -> None:
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        os.rename(final, old)
-        os.rename(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, final)
-
-
-def sweep_leftovers(folder: Path) -> list[str]:
-    """Remove what interrupted writes left in `folder`; returns what was done, one line each.
-
-    A `.name.tmp-…` folder is a write that never finished: removed. A `.name.old-…`
-    folder is the previous version of `name` during a swap: removed, unless the
-    swap was cut between its two renames and `name` is gone, then it is put back.
-    """
-    done = []
-    try:
-        entries = sorted(folder.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
-    except OSError:
-        return done
-    for entry in entries:
-        match = LEFTOVER.fullmatch(entry.name)
-        if not match or not entry.is_dir():
-            continue
-        final = folder / match["name"]
-        try:
-            if match["kind"] == "old" and not final.exists():
-                os.rename(entry, final)
-                done.append(f"restored {final} from {entry.name}")
-            else:
-                shutil.rmtree(entry)
-                done.append(f"removed {entry}")
-        except OSError as exc:
-            done.append(f"could not clear {entry}: {exc.strerror or exc}")
-    return done
+def _parts(parts: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (parts,) if isinstance(parts, str) else parts
 
 
 def sweep_when_alone(context: dg.InitResourceContext, folders: Iterable[Path]) -> None:
@@ -250,7 +173,7 @@ def sweep_when_alone(context: dg.InitResourceContext, folders: Iterable[Path]) -
     others = set(context.instance.get_run_ids(dg.RunsFilter(statuses=WRITING))) - {context.run.run_id}
     if others:
         return
-    for line in (line for folder in folders for line in sweep_leftovers(folder)):
+    for line in (line for folder in folders for line in sweep(folder)):
         context.log.warning(f"leftover of an interrupted write: {line}")
 
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import polars as pl
 
 from calo_assets.analysis import Analysis
-from calo_assets.parsed import TRANSACTION_SCHEMA
+from calo_assets.catalog import TRANSACTIONS
 from calo_assets.reports.safe_text import csv_expr
 
 PROVENANCE = ["sourceFile", "line", "endLine", "requestId", "messageId", "timestamp"]
 FIRST = ["id", "userId", "currency", "type", "source", "action", "outcome", "outcomeLine"]
 #: Provenance, then what identifies the transaction, then every other parsed field in schema order.
-COLUMNS = PROVENANCE + FIRST + [c for c in TRANSACTION_SCHEMA if c not in PROVENANCE + FIRST]
+COLUMNS = PROVENANCE + FIRST + [c for c in TRANSACTIONS.names if c not in PROVENANCE + FIRST]
 
 
 def exact_decimal(column: str) -> pl.Expr:

@@ -19,8 +19,9 @@ import polars as pl
 import polars.selectors as cs
 
 from calo_assets.analysis import Analysis
-from calo_assets.anomalies import SEVERITY
-from calo_assets.reports import ledger_columns, tables, xlsx
+from calo_assets.catalog import SEVERITY
+from calo_assets.reports import tables, xlsx
+from calo_assets.reports.columns import ledger_columns
 from calo_assets.reports.xlsx import Style
 
 #: Rows an Excel sheet holds, header included. A module constant so a test can lower it.

@@ -25,7 +25,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup, escape
 
 from calo_assets.analysis import Analysis
-from calo_assets.anomalies import SEVERITY
+from calo_assets.catalog import SEVERITY
 from calo_assets.money import fmt, round_money
 from calo_assets.reports import tables
 

@@ -13,12 +13,6 @@ from calo_assets.analysis import Analysis
 from calo_assets.settings import Settings
 from calo_assets.summary import CHECKS
 
-#: The ledger's money columns (Polars Decimal): each is shown beside the row's currency.
-MONEY_COLUMNS = frozenset({
-    "amount", "vat", "netAmount", "oldBalance", "newBalance", "newBalanceFilled", "expectedNewBalance",
-    "balanceDifference", "suggestedAdjustment", "continuityDelta", "paymentBalance",
-    "syncErrorSubscriptionBalance", "paymentChainExpected", "userBalance",
-})
 #: Every ledger check under the summary's name, as a true/false expression over ledger rows.
 CHECK_FLAGS: dict[str, pl.Expr] = {
     **{name: pl.col(column).fill_null(False) for name, column in CHECKS.items()},

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import codecs
 import math
-import os
 import re
 import zipfile
 from collections.abc import Callable, Iterator
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import polars as pl
 
+from calo_assets.atomic import new_file
 from calo_assets.reports.safe_text import (EXCEL_ESCAPES, EXCEL_GROWTH, MAX_CELL_CHARS, excel_expr, for_excel,
                                            needs_quote_expr)
 from calo_assets.reports.zip_stream import ZipStream
@@ -288,23 +288,24 @@ class Workbook:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.styles = Styles()
-        self._partial = self.path.with_name(f".{self.path.name}.partial")
-        self._fh = open(self._partial, "wb")
-        self._zip = ZipStream(self._fh)
         self._sheets: list[_Sheet] = []
 
     def __enter__(self) -> Workbook:
+        self._file = new_file(self.path)  # the workbook is written beside `path`, renamed into place when whole
+        self._fh = open(self._file.__enter__(), "wb")
+        self._zip = ZipStream(self._fh)
         return self
 
-    def __exit__(self, exc_type, *exc) -> None:
+    def __exit__(self, *exc) -> None:
         try:
-            if exc_type is None:
+            if exc[0] is None:
                 self._finish()
-            self._fh.close()
-            if exc_type is None:
-                os.replace(self._partial, self.path)  # a blocked target fails cleanly here
+        except BaseException as error:
+            exc = (type(error), error, error.__traceback__)  # so the half-written file is dropped, not renamed
+            raise
         finally:
-            self._partial.unlink(missing_ok=True)
+            self._fh.close()
+            self._file.__exit__(*exc)
 
     def sheet(self, title: str, widths: list[float], *, frozen_rows: int = 0, filter_ref: str | None = None,
               rows: int | None = None, columns: int | None = None, position: int | None = None) -> SheetWriter:
