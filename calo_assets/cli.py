@@ -10,21 +10,18 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from calo_assets import __version__
 from calo_assets.analysis import Analysis, analyze
 from calo_assets.reading import read_logs
 from calo_assets.outputs import write_all
-from calo_assets.reports.columns import ledger_columns
-from calo_assets.settings import Settings, parse_currency_places
+from calo_assets.settings import OPTIONS, Settings, SettingsError
 
 log = logging.getLogger("calo_assets")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = Settings()
     p = argparse.ArgumentParser(
         prog="calo-logs-analyzer",
         description="Parse balance-sync Lambda logs into an auditable ledger with checks and reports.")
@@ -34,50 +31,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw-csv", action="store_true", help="also export raw_parsed.csv")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                    help="logging level (default: INFO)")
-    p.add_argument("--tolerance", default=str(d.tolerance),
-                   help=f"absolute tolerance when comparing balances, after rounding (default: {d.tolerance})")
-    p.add_argument("--decimals", type=int, default=d.default_places,
-                   help=f"decimal places for currencies without their own (default: {d.default_places})")
-    p.add_argument("--currency-decimals", default="", metavar="CUR=N,...",
-                   help="places per currency, e.g. KWD=3,OMR=3 (defaults: "
-                        + ", ".join(f"{k}={v}" for k, v in sorted(d.currency_places.items())) + ")")
-    p.add_argument("--excel-columns", default=d.excel_columns,
-                   help="Ledger sheet columns: 'accounting', 'full' or a JSON file listing column names")
-    p.add_argument("--mad-threshold", default=str(d.mad_threshold),
-                   help=f"robust z-score above which an amount is a MADSpike (default: {d.mad_threshold})")
-    p.add_argument("--rapid-window", type=int, default=d.rapid_window_seconds, metavar="SECONDS",
-                   help=f"window for RapidManualDeduction (default: {d.rapid_window_seconds})")
+    for option in OPTIONS:  # every setting, as the Dagster launchpad has them too
+        default = option.default()
+        p.add_argument(option.flag, dest=option.name, type=option.kind, default=default, metavar=option.metavar,
+                       help=option.help + (f" (default: {default})" if default != "" else ""))
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
 
 def settings_from_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> Settings:
     """Turn flags into Settings, refusing bad values with a message instead of a traceback."""
-    def decimal(text: str, flag: str) -> Decimal:
-        try:
-            value = Decimal(text)
-        except InvalidOperation:
-            p.error(f"{flag} must be a number, got {text!r}")
-        if not value.is_finite() or value < 0:
-            p.error(f"{flag} must be zero or more, got {text!r}")
-        return value
-
-    if not 0 <= args.decimals <= 10:
-        p.error(f"--decimals must be between 0 and 10, got {args.decimals}")
-    if args.rapid_window <= 0:
-        p.error(f"--rapid-window must be positive, got {args.rapid_window}")
     try:
-        places = parse_currency_places(args.currency_decimals)
-    except ValueError as exc:
-        p.error(f"--currency-decimals: {exc}")
-    settings = Settings(tolerance=decimal(args.tolerance, "--tolerance"), default_places=args.decimals,
-                        excel_columns=args.excel_columns, mad_threshold=decimal(args.mad_threshold, "--mad-threshold"),
-                        rapid_window_seconds=args.rapid_window).with_currency_places(places)
-    try:
-        ledger_columns(settings.excel_columns)
-    except ValueError as exc:
-        p.error(f"--excel-columns: {exc}")
-    return settings
+        return Settings.from_options({option.name: getattr(args, option.name) for option in OPTIONS})
+    except SettingsError as exc:
+        p.error(f"{next(o.flag for o in OPTIONS if o.name == exc.name)}: {exc.reason}")
 
 
 def main(argv: list[str] | None = None) -> int:

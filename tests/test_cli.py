@@ -1,4 +1,4 @@
-"""The command line as a user runs it: the real console script in a subprocess."""
+"""The command line as a user runs it: the real console script in a subprocess (its refusals in-process)."""
 
 import json
 import subprocess
@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from calo_assets.cli import build_parser, main
+from calo_assets.defs.config import AnalysisConfig
+from calo_assets.settings import OPTIONS
 from tests.logbuilder import simple_log, tx
 
 BIN = Path(sys.executable).parent
@@ -60,15 +63,28 @@ def test_options_change_the_rules(logs, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--tolerance", "abc"], "--tolerance must be a number"),
-    (["--tolerance", "-1"], "must be zero or more"),
-    (["--decimals", "99"], "--decimals must be between 0 and 10"),
-    (["--currency-decimals", "KWD3"], "expected CUR=N"),
-    (["--excel-columns", "nonsense"], "--excel-columns"),
+    (["--tolerance", "abc"], "--tolerance: must be a number, got 'abc'"),
+    (["--tolerance", "-1"], "--tolerance: must be zero or more"),
+    (["--decimals", "99"], "--decimals: must be between 0 and 10, got 99"),
+    (["--currency-decimals", "KWD3"], "--currency-decimals: expected CUR=N"),
+    (["--currency-decimals", "KWD=11"], "--currency-decimals: places for KWD must be between 0 and 10"),
+    (["--excel-columns", "nonsense"], "--excel-columns: 'nonsense' is neither a preset"),
+    (["--rapid-window", "0"], "--rapid-window: must be positive"),
+    (["--burst-min", "0"], "--burst-min: must be positive"),
+    (["--burst-window", "x"], "--burst-window: invalid int value"),
 ])
-def test_bad_options_are_refused_with_a_message(logs, tmp_path, args, message):
-    done = run(logs, "--out", tmp_path / "o", *args)
-    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+def test_bad_options_are_refused_with_a_message(logs, tmp_path, args, message, capsys):
+    """In-process (the console script's own main), as a person sees it: exit code 2 and one line saying why."""
+    with pytest.raises(SystemExit) as refused:
+        main([str(logs), "--out", str(tmp_path / "o"), *args])
+    assert refused.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # refused before anything was read or written
+
+
+def test_the_cli_and_the_launchpad_offer_the_same_settings():
+    flags = {action.dest for action in build_parser()._actions}
+    assert {option.name for option in OPTIONS} <= flags
+    assert set(AnalysisConfig.model_fields) == {option.name for option in OPTIONS}
 
 
 def test_missing_log_dir(tmp_path):
