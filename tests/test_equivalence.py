@@ -24,7 +24,7 @@ from polars.testing import assert_frame_equal
 from calo_assets.anomalies import (ANOMALY_SCHEMA, KNOWN_ACTIONS, MAD_MIN_TRANSACTIONS, MAD_SCALE, NOISE_PLACES,
                                    SEVERITY, detect_anomalies)
 from calo_assets.reading import read_logs
-from calo_assets.generator import generate_export
+from calo_testkit.generator import generate_export
 from calo_assets.ledger import LEDGER_COLUMNS, ORDER, build_ledger, money_scale
 from calo_assets.money import fmt, round_money
 from calo_assets.settings import Settings
