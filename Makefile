@@ -8,11 +8,15 @@ DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
 .PHONY: run test serve bench system-deps clean
 
-$(BIN)/.installed: pyproject.toml
+# The product with its test extra, then the development kit beside it (testkit/: the log generator the
+# tests and benchmarks use; never in the product's wheel or image). Two steps, in this order, because an
+# extra cannot name a local folder portably, and so that the kit's console script is written last.
+$(BIN)/.installed: pyproject.toml testkit/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e ./testkit
 	touch $@
 
 run: $(BIN)/.installed

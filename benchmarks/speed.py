@@ -227,7 +227,7 @@ def main() -> None:
             show_stages(row, "real logs", stages(REAL_LOGS, scratch / "real-stages", auditor=True))
         if args.skip_big:
             return
-        from calo_assets.generator import generate_export
+        from calo_testkit.generator import generate_export
 
         big = scratch / "big"
         n = REAL_TRANSACTIONS * args.scale

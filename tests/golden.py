@@ -160,7 +160,7 @@ def run_cli(log_dir: Path, out: Path, *extra: str) -> dict:
 
 
 def generated_export(folder: Path) -> Path:
-    from calo_assets.generator import generate_export
+    from calo_testkit.generator import generate_export
 
     generate_export(folder, **GENERATED)
     return folder

@@ -1,6 +1,7 @@
 """Build small balance-sync logs in the real text format, for tests.
 
-`tx(...)` renders a `Start syncing the balance` block the way Node prints it;
+`tx(...)` gives a transaction's fields and `start_syncing` prints its block the
+way Node prints it (the generator's printer, `calo_testkit.node_print`);
 `invocation(...)` wraps messages in START/END/REPORT; `write_log` puts records
 in a file (gzip or plain) with the blank line CloudWatch puts after each record.
 """
@@ -11,6 +12,8 @@ import gzip
 from datetime import datetime, timedelta
 from itertools import count
 from pathlib import Path
+
+from calo_testkit.node_print import Raw, inspect
 
 BASE = datetime(2024, 1, 10, 8, 0, 0)
 _ids = count(1)
@@ -26,43 +29,26 @@ def app(offset_ms: int, request_id: str, message: str, level: str = "INFO") -> s
     return f"{stamp} {stamp}\t{request_id}\t{level}\t{message}"
 
 
-def inspect_object(fields: dict, indent: int = 2) -> str:
-    """A dict printed like Node's util.inspect: unquoted keys, single quotes, nested indentation."""
-    pad = " " * indent
-    lines = []
-    for i, (key, value) in enumerate(fields.items()):
-        comma = "," if i < len(fields) - 1 else ""
-        if isinstance(value, dict):
-            lines.append(f"{pad}{key}: {inspect_object(value, indent + 2)}{comma}")
-        elif isinstance(value, str) and not value.startswith("RAW:"):
-            quoted = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-            lines.append(f"{pad}{key}: {quoted}{comma}")
-        else:
-            text = value[4:] if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else value
-            lines.append(f"{pad}{key}: {text}{comma}")
-    return "{\n" + "\n".join(lines) + "\n" + " " * (indent - 2) + "}"
-
-
 def tx(user: str = "user-1", amount="8", vat="0", old="24.4", new="16.4", type_="DEBIT", currency="BHD",
        payment=None, source="MANUAL_DEDUCTION", action="DELIVERY_DEDUCTION", tx_id: str | None = None,
        old_shape: bool = False) -> dict:
-    """Transaction fields; numbers are given as text so they print exactly as logged ("RAW:" = verbatim)."""
+    """Transaction fields; numbers are given as text and kept `Raw`, so they print exactly as logged."""
     tx_id = tx_id or f"01TEST{next(_ids):020d}"
     if old_shape:
-        fields = {"id": tx_id, "userId": user, "currency": currency, "amount": f"RAW:{amount}",
-                  "vat": f"RAW:{vat}", "oldBalance": f"RAW:{old}", "newBalance": f"RAW:{new}"}
+        fields = {"id": tx_id, "userId": user, "currency": currency, "amount": Raw(amount),
+                  "vat": Raw(vat), "oldBalance": Raw(old), "newBalance": Raw(new)}
     else:
         fields = {"id": tx_id, "type": type_, "source": source, "action": action, "userId": user,
-                  "paymentBalance": f"RAW:{payment if payment is not None else new}", "updatePaymentBalance": True,
-                  "metadata": '{"walletId":"wallet#x"}', "currency": currency, "amount": f"RAW:{amount}",
-                  "vat": f"RAW:{vat}", "oldBalance": f"RAW:{old}", "newBalance": f"RAW:{new}"}
+                  "paymentBalance": Raw(payment if payment is not None else new), "updatePaymentBalance": True,
+                  "metadata": '{"walletId":"wallet#x"}', "currency": currency, "amount": Raw(amount),
+                  "vat": Raw(vat), "oldBalance": Raw(old), "newBalance": Raw(new)}
         if new is None:
             del fields["newBalance"]
     return fields
 
 
 def start_syncing(fields: dict) -> str:
-    return "Start syncing the balance " + inspect_object({"transaction": fields})
+    return "Start syncing the balance " + inspect({"transaction": fields})
 
 
 def message(at_ms: int, request_id: str, fields: dict | None, outcome: str = "applied",
@@ -81,10 +67,9 @@ def message(at_ms: int, request_id: str, fields: dict | None, outcome: str = "ap
     if follow:
         records.append(app(at_ms + 2, request_id, follow, "ERROR" if outcome == "failed" else "INFO"))
     elif outcome == "refused" and fields is not None:
-        refusal = inspect_object({"message": "Subscriber will have a negative balance due to this action, "
-                                             "the process will terminate.",
-                                  "data": {"userId": fields["userId"], "currentBalance": 1,
-                                           "transactionId": fields["id"]}})
+        refusal = inspect({"message": "Subscriber will have a negative balance due to this action, "
+                                      "the process will terminate.",
+                           "data": {"userId": fields["userId"], "currentBalance": 1, "transactionId": fields["id"]}})
         records.append(app(at_ms + 2, request_id, refusal))
     return records
 
@@ -142,12 +127,12 @@ def report_drop(folder: Path) -> Path:
         records += invocation(i * 1000, f"req-{i}", [message(i * 1000 + 5, f"req-{i}", fields,
                                                              "refused" if i == 1 else "applied")])
     synced = message(9005, "req-sync", tx(user="u-aed", amount="1", old="50", new="49", currency="AED", payment="48"))
-    not_in_sync = app(9007, "req-sync", "Subscription balance and payment balance are not in sync " + inspect_object(
-        {"userId": "u-aed", "subscriptionBalance": "RAW:49", "paymentBalance": "RAW:48"}), "ERROR")
+    not_in_sync = app(9007, "req-sync", "Subscription balance and payment balance are not in sync " + inspect(
+        {"userId": "u-aed", "subscriptionBalance": Raw("49"), "paymentBalance": Raw("48")}), "ERROR")
     records += invocation(9000, "req-sync", [synced[:2] + [not_in_sync] + synced[2:]])
-    refusal = inspect_object({"message": "Subscriber will have a negative balance due to this action, the process "
-                                         "will terminate.",
-                              "data": {"userId": "u-bhd", "currentBalance": "RAW:2.5", "transactionId": "01NOBLOCK"}})
+    refusal = inspect({"message": "Subscriber will have a negative balance due to this action, the process "
+                                  "will terminate.",
+                       "data": {"userId": "u-bhd", "currentBalance": Raw("2.5"), "transactionId": "01NOBLOCK"}})
     records += invocation(12000, "req-ref", [[app(12005, "req-ref", "Processing message m-ref"),
                                               app(12006, "req-ref", refusal)]])
     return write_log(folder / "2024-01-10-[$LATEST]abc/000000.gz", records)

@@ -22,7 +22,7 @@ from calo_assets.defs.config import AnalysisConfig
 from calo_assets.defs.resources import InboxFolder, ReportsFolder, StorageFolder
 from calo_assets.defs.sensors import log_drop_sensor
 from calo_assets.reading import read_logs
-from calo_assets.generator import generate_export
+from calo_testkit.generator import generate_export
 from calo_assets.outputs import summary_json
 from calo_assets.settings import Settings
 

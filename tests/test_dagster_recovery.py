@@ -20,7 +20,7 @@ from calo_assets.defs.failures import FailedRun, failures_since
 from calo_assets.atomic import sweep
 from calo_assets.defs.resources import FailureWebhook
 from calo_assets.defs.sensors import record_run_failures
-from calo_assets.generator import generate_export
+from calo_testkit.generator import generate_export
 from calo_assets.run_launcher import LocalProcessRunLauncher, worker_alive
 from test_dagster_assets import Service, cli_summary, metadata
 

@@ -34,7 +34,7 @@ import pytest
 
 from calo_assets.analysis import analyze
 from calo_assets.reading import read_logs
-from calo_assets.generator import generate_export
+from calo_testkit.generator import generate_export
 from calo_assets.outputs import summary_json
 from calo_assets.settings import Settings
 

@@ -12,8 +12,8 @@ import hashlib
 import threading
 import time
 
+import httpx2
 import pytest
-import requests
 
 from logbuilder import tx
 from test_downloads import Pipeline, Server, add_users, recorded_files, server_env, signed_in
@@ -46,19 +46,20 @@ def test_fifty_clients_get_whole_workbooks_of_one_version_while_new_ones_are_wri
     answers: list[tuple[float, int, str, int]] = []  # latency, status, sha256, size
     stop = threading.Event()
     lock = threading.Lock()
+    browsers: list[httpx2.Client] = []
 
-    def client(session: requests.Session) -> None:
+    def client(browser: httpx2.Client) -> None:
         while not stop.is_set():
             began = time.perf_counter()
-            answer = session.get(f"{server.base}/latest/report.xlsx", timeout=120)
+            answer = browser.get("/latest/report.xlsx")
             took = time.perf_counter() - began
             with lock:
                 answers.append((took, answer.status_code, hashlib.sha256(answer.content).hexdigest(),
                                 len(answer.content)))
 
     try:
-        sessions = [signed_in(server.base, "alice") for _ in range(CLIENTS)]
-        threads = [threading.Thread(target=client, args=(s,), daemon=True) for s in sessions]
+        browsers += [signed_in(httpx2.Client(base_url=server.base, timeout=120), "alice") for _ in range(CLIENTS)]
+        threads = [threading.Thread(target=client, args=(b,), daemon=True) for b in browsers]
         began = time.perf_counter()
         for thread in threads:
             thread.start()
@@ -73,6 +74,8 @@ def test_fifty_clients_get_whole_workbooks_of_one_version_while_new_ones_are_wri
     finally:
         stop.set()
         server.stop()
+        for browser in browsers:
+            browser.close()
 
     versions = {recorded_files(r)["report.xlsx"]["sha256"]: recorded_files(r)["report.xlsx"]["size"]
                 for r in pipeline.versions}

@@ -24,8 +24,8 @@ from polars.testing import assert_frame_equal
 from calo_assets.anomalies import KNOWN_ACTIONS, MAD_MIN_TRANSACTIONS, MAD_SCALE, NOISE_PLACES, detect_anomalies
 from calo_assets.catalog import ANOMALIES, LEDGER, SEVERITY
 from calo_assets.reading import read_logs
-from calo_assets.generator import generate_export
 from calo_assets.ledger import ORDER, build_ledger, money_scale
+from calo_testkit.generator import generate_export
 from calo_assets.money import fmt, round_money
 from calo_assets.settings import Settings
 from calo_assets.summary import currency_totals

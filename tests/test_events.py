@@ -4,6 +4,7 @@ import polars as pl
 
 from calo_assets.combine import combine
 from calo_assets.reading import read_logs
+from calo_testkit.node_print import UNDEFINED
 from tests.logbuilder import app, invocation, message, simple_log, tx, write_log
 
 
@@ -152,7 +153,7 @@ def test_groups_pieces_and_worker_processes_do_not_change_the_tables(tmp_path, m
 
 def test_money_past_eighteen_places_is_rounded_half_up_and_type_undefined_is_no_type(tmp_path):
     f = tx(amount="40.0000000000000000005", old="100", new="60")
-    f["type"] = "RAW:undefined"
+    f["type"] = UNDEFINED
     parsed = read_one(tmp_path, invocation(0, "r", [message(5, "r", f)]))
     row = parsed.transactions.row(0, named=True)
     assert str(row["amount"]) == "40.000000000000000001"  # half-up; Polars alone would round half-even to ...000

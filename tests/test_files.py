@@ -10,6 +10,7 @@ import pytest
 
 from calo_assets.reading import read_logs
 from calo_assets.settings import ReadLimits
+from calo_testkit.node_print import Raw
 from tests.logbuilder import simple_log, start_syncing, tx, write_log, app, invocation, message
 
 
@@ -136,9 +137,9 @@ def test_reading_streams_memory_does_not_follow_the_bytes(tmp_path):
 
 @pytest.mark.parametrize("body, reason", [
     ("Start syncing the balance {\n  transaction: {\n    id: 'T1',\n    amount: 5,\n", "not closed"),
-    (start_syncing({"id": "T2", "userId": "u", "currency": "BHD", "amount": "RAW:abc", "oldBalance": "RAW:1"}),
+    (start_syncing({"id": "T2", "userId": "u", "currency": "BHD", "amount": Raw("abc"), "oldBalance": Raw("1")}),
      "amount is not a usable number"),
-    (start_syncing({"id": "T3", "userId": "u", "currency": "BHD", "amount": "RAW:5"}), "oldBalance"),
+    (start_syncing({"id": "T3", "userId": "u", "currency": "BHD", "amount": Raw("5")}), "oldBalance"),
 ])
 def test_an_unreadable_block_is_a_reject_with_file_line_and_reason(tmp_path, body, reason):
     records = invocation(0, "r1", [[app(5, "r1", "Processing message m1"), app(6, "r1", body)]])
@@ -151,9 +152,9 @@ def test_an_unreadable_block_is_a_reject_with_file_line_and_reason(tmp_path, bod
 
 
 @pytest.mark.parametrize("body, reason", [
-    (start_syncing({"id": "T4", "userId": "RAW:'\\u{FFFFFFFFFFFFFFFFFFFF}'", "currency": "BHD", "amount": "RAW:5",
-                    "oldBalance": "RAW:1"}), "bad \\u escape"),
-    (start_syncing({"id": "T5", "userId": "u", "currency": "BHD", "amount": "RAW:5", "oldBalance": "RAW:1"}),
+    (start_syncing({"id": "T4", "userId": Raw("'\\u{FFFFFFFFFFFFFFFFFFFF}'"), "currency": "BHD", "amount": Raw("5"),
+                    "oldBalance": Raw("1")}), "bad \\u escape"),
+    (start_syncing({"id": "T5", "userId": "u", "currency": "BHD", "amount": Raw("5"), "oldBalance": Raw("1")}),
      "not a valid date and time"),
 ])
 def test_hostile_escapes_and_impossible_dates_are_rejects_not_crashes(tmp_path, body, reason):

@@ -18,7 +18,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from calo_assets.generator import FAULT_KINDS, OUTCOMES, GroundTruth, generate_export, js_number, js_string, main
+from calo_testkit.generator import FAULT_KINDS, OUTCOMES, GroundTruth, generate_export, main
+from calo_testkit.node_print import js_number, js_string
 
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
 LOG_PATH = re.compile(
@@ -373,3 +374,15 @@ def test_js_number_reads_back_as_the_same_double(value):
 )
 def test_js_string_quotes_like_util_inspect(text, quoted):
     assert js_string(text) == quoted
+
+
+def test_every_scheduled_kind_and_outcome_has_its_writer_in_the_tables():
+    """The writers are looked up in explicit tables, so a kind added without one fails here, not mid-export."""
+    from calo_testkit import generator
+
+    export = generator._Export
+    in_messages = set(export._ITEMS) | set(generator._FLAVOURS)
+    assert in_messages | set(generator._INVOCATION_ITEMS) == set(generator._FAULT_RATES) | set(generator._FEATURE_RATES)
+    assert not set(export._ITEMS) & set(generator._FLAVOURS)
+    assert set(export._OUTCOMES) == set(OUTCOMES)
+    assert set(export._PRELUDES) <= set(generator._FLAVOURS)

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from calo_assets.analysis import analyze_folder
-from calo_assets.generator import GroundTruth, generate_export
+from calo_testkit.generator import GroundTruth, generate_export
 from calo_assets.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]

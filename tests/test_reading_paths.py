@@ -22,11 +22,12 @@ import calo_assets.reading as reading
 from calo_assets.analysis import analyze
 from calo_assets.combine import combine
 from calo_assets.files import RunBudget, walk
-from calo_assets.generator import generate_export
+from calo_testkit.generator import generate_export
 from calo_assets.parsed import ParsedLogs
 from calo_assets.reading import read_logs
 from calo_assets.settings import ReadLimits, Settings
-from tests.logbuilder import app, inspect_object, invocation, message, report_drop, tx, write_log
+from calo_testkit.node_print import Raw, inspect
+from tests.logbuilder import app, invocation, message, report_drop, tx, write_log
 
 REAL_LOGS = Path(__file__).resolve().parents[1].parent / "shared" / "real-logs"
 
@@ -103,8 +104,8 @@ def test_the_run_cap_refuses_the_same_files_in_file_order(tmp_path):
 def base_records() -> list[str]:
     """One file's worth of records with every kind of block and message the reader ties together."""
     json_form = app(21, "r2", 'transaction {"id":"JSON1","paymentMethod":"cc","userBalance":3.5,"name":"X"}')
-    error = app(9, "r1", "Subscription balance and payment balance are not in sync " + inspect_object(
-        {"userId": "u1", "subscriptionBalance": "RAW:16.4", "paymentBalance": "RAW:20.1"}), "ERROR")
+    error = app(9, "r1", "Subscription balance and payment balance are not in sync " + inspect(
+        {"userId": "u1", "subscriptionBalance": Raw("16.4"), "paymentBalance": Raw("20.1")}), "ERROR")
     first = message(5, "r1", tx(user="u1", tx_id="T1", amount="8", old="24.4", new="16.4"), message_id="m1")
     return (invocation(0, "r1", [first[:2] + [error] + first[2:],
                                  message(12, "r1", tx(user="u2", tx_id="T2", old_shape=True, amount="60.181000000000004",

@@ -191,124 +191,165 @@ class RequireSignIn:
         await self.app(scope, receive, send)
 
 
+@dataclass(frozen=True)
+class Site:
+    """What the handlers share, made once by `create_app` and found through `request.app.state.site`."""
+
+    settings: DownloadSettings
+    users: Users
+    instance: dg.DagsterInstance
+    signer: Signer
+    sessions: Sessions
+    csrf: Csrf
+    throttle: Throttle
+    integrity: Integrity
+    pseudonymiser: Pseudonymiser | None
+    pages: Environment
+
+    def render(self, name: str, status_code: int = 200, **context) -> HTMLResponse:
+        return HTMLResponse(self.pages.get_template(name).render(**context), status_code=status_code)
+
+    def secure(self, request: Request) -> bool:
+        """Whether cookies are marked Secure: always when configured, else on a request seen as https."""
+        return self.settings.secure_cookies or request.url.scheme == "https"
+
+
+def site_of(request: Request) -> Site:
+    return request.app.state.site
+
+
+def signin_page(request: Request, status: int = 200, error: str = "", next_url: str = "/",
+                username: str = "", headers: dict | None = None) -> HTMLResponse:
+    site = site_of(request)
+    nonce = request.cookies.get(CSRF_COOKIE) or site.csrf.new_nonce()
+    response = site.render("signin.html", status, csrf=site.csrf.token(nonce), error=error, next=next_url,
+                           username=username)
+    response.headers.update(headers or {})
+    response.set_cookie(CSRF_COOKIE, nonce, max_age=site.csrf.lifetime, httponly=True, samesite="strict",
+                        secure=site.secure(request), path="/signin")
+    return response
+
+
+async def signin_form(request: Request) -> Response:
+    if site_of(request).sessions.read(request.cookies.get(SESSION_COOKIE)):
+        return RedirectResponse("/", 303)
+    return signin_page(request, next_url=_safe_next(request.query_params.get("next")))
+
+
+async def signin(request: Request) -> Response:
+    site = site_of(request)
+    form = await _small_form(request)
+    next_url = _safe_next(form.get("next"))
+    if not site.csrf.valid(request.cookies.get(CSRF_COOKIE), form.get("csrf")):
+        return signin_page(request, 400, "The form had expired. Please sign in again.", next_url)
+    name, password = form.get("username", "").strip(), form.get("password", "")
+    keys = (f"user:{name.lower()}", f"ip:{request.client.host if request.client else '?'}")
+    if wait := site.throttle.retry_after(*keys):
+        return too_many(request, wait, next_url, name)
+    user = await run_in_threadpool(site.users.authenticate, name, password)
+    if user is None:
+        site.throttle.failed(*keys)
+        if wait := site.throttle.retry_after(*keys):
+            return too_many(request, wait, next_url, name)
+        return signin_page(request, 401, "Wrong user name or password.", next_url, name)
+    site.throttle.succeeded(keys[0])
+    response = RedirectResponse(next_url, 303)
+    response.set_cookie(SESSION_COOKIE, site.sessions.issue(user), max_age=site.sessions.lifetime, httponly=True,
+                        samesite="strict", secure=site.secure(request), path="/")
+    response.delete_cookie(CSRF_COOKIE, path="/signin")
+    return response
+
+
+def too_many(request: Request, wait: int, next_url: str, username: str) -> HTMLResponse:
+    minutes = max(1, round(wait / 60))
+    return signin_page(request, 429, f"Too many failed sign-ins. Try again in about {minutes} minute(s).",
+                       next_url, username, headers={"Retry-After": str(wait)})
+
+
+async def signout(request: Request) -> Response:
+    form = await _small_form(request)
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    if not site_of(request).signer.valid("signout", cookie, form.get("csrf", "")):
+        raise HTTPException(400, "The sign-out form had expired; reload the page and try again.")
+    response = RedirectResponse("/signin", 303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+def versions_page(request: Request) -> HTMLResponse:
+    site = site_of(request)
+    user: User = request.state.user
+    versions = list_versions(site.instance, site.settings.versions_shown)
+    return site.render("versions.html", user=user, auditor=user.role == "auditor", versions=versions,
+                       latest=versions[0] if versions else None, columns=TOTAL_COLUMNS,
+                       dagster_url=site.settings.dagster_url.rstrip("/"),
+                       signout_csrf=site.signer.sign("signout", request.cookies.get(SESSION_COOKIE, "")))
+
+
+def version_file(request: Request) -> Response:
+    site = site_of(request)
+    version = get_version(site.instance, request.path_params["storage_id"])
+    return report_file(site, request.state.user, version, request.path_params["name"])
+
+
+def latest_file(request: Request) -> Response:
+    site = site_of(request)
+    return report_file(site, request.state.user, latest_version(site.instance), request.path_params["name"])
+
+
+def report_file(site: Site, user: User, version: Version | None, name: str) -> Response:
+    """One recorded file of a version, as recorded (accountant) or pseudonymised (auditor), if still intact."""
+    if version is None or name not in version.files:
+        raise HTTPException(404, "No such report file.")
+    auditor = user.role == "auditor"
+    # An auditor's copy is built from the ids in the workbook and CSV too: all of them must be intact.
+    for f in version.files.values() if auditor else [version.files[name]]:
+        if problem := site.integrity.problem(f):
+            raise HTTPException(*problem)
+    try:
+        path = site.pseudonymiser.file(version, name) if auditor else version.files[name].path
+    except LookupError as exc:
+        raise HTTPException(409, f"{exc}, so it cannot be pseudonymised.") from None
+    stem, suffix = name.rsplit(".", 1)
+    filename = f"{version.label}-{stem}{'-pseudonymised' if auditor else ''}.{suffix}"
+    return FileResponse(path, filename=filename, media_type=MEDIA_TYPES[f".{suffix}"])
+
+
+async def http_error(request: Request, exc: HTTPException) -> HTMLResponse:
+    return site_of(request).render("error.html", exc.status_code, status=exc.status_code, message=exc.detail)
+
+
+@asynccontextmanager
+async def lifespan(app: Starlette):
+    yield
+    app.state.site.instance.dispose()
+
+
+ROUTES = [
+    Route("/signin", signin_form, methods=["GET"]),
+    Route("/signin", signin, methods=["POST"]),
+    Route("/signout", signout, methods=["POST"]),
+    Route("/", versions_page, methods=["GET"]),
+    Route("/versions/{storage_id:int}/{name}", version_file, methods=["GET"]),
+    Route("/latest/{name}", latest_file, methods=["GET"]),
+]
+
+
 def create_app(settings: DownloadSettings) -> Starlette:
     """The ASGI app; raises ConfigError (before anything is served) when a start-up rule fails."""
     users = load_users(settings)
-    instance = dg.DagsterInstance.from_config(str(settings.dagster_home))
     signer = Signer(settings.secret)
-    sessions = Sessions(signer, users, int(settings.session_hours * 3600))
-    csrf = Csrf(signer)
-    throttle = Throttle()
-    integrity = Integrity()
-    pseudonymiser = Pseudonymiser(settings.pseudonym_key, settings.cache_dir) if settings.pseudonym_key else None
     pages = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True)
     pages.filters["size"] = _size
-
-    def render(name: str, status_code: int = 200, **context) -> HTMLResponse:
-        return HTMLResponse(pages.get_template(name).render(**context), status_code=status_code)
-
-    def secure(request: Request) -> bool:
-        return settings.secure_cookies or request.url.scheme == "https"
-
-    def signin_page(request: Request, status: int = 200, error: str = "", next_url: str = "/",
-                    username: str = "", headers: dict | None = None) -> HTMLResponse:
-        nonce = request.cookies.get(CSRF_COOKIE) or csrf.new_nonce()
-        response = render("signin.html", status, csrf=csrf.token(nonce), error=error, next=next_url,
-                          username=username)
-        response.headers.update(headers or {})
-        response.set_cookie(CSRF_COOKIE, nonce, max_age=csrf.lifetime, httponly=True, samesite="strict",
-                            secure=secure(request), path="/signin")
-        return response
-
-    async def signin_form(request: Request) -> Response:
-        if sessions.read(request.cookies.get(SESSION_COOKIE)):
-            return RedirectResponse("/", 303)
-        return signin_page(request, next_url=_safe_next(request.query_params.get("next")))
-
-    async def signin(request: Request) -> Response:
-        form = await _small_form(request)
-        next_url = _safe_next(form.get("next"))
-        if not csrf.valid(request.cookies.get(CSRF_COOKIE), form.get("csrf")):
-            return signin_page(request, 400, "The form had expired. Please sign in again.", next_url)
-        name, password = form.get("username", "").strip(), form.get("password", "")
-        keys = (f"user:{name.lower()}", f"ip:{request.client.host if request.client else '?'}")
-        if wait := throttle.retry_after(*keys):
-            return too_many(request, wait, next_url, name)
-        user = await run_in_threadpool(users.authenticate, name, password)
-        if user is None:
-            throttle.failed(*keys)
-            if wait := throttle.retry_after(*keys):
-                return too_many(request, wait, next_url, name)
-            return signin_page(request, 401, "Wrong user name or password.", next_url, name)
-        throttle.succeeded(keys[0])
-        response = RedirectResponse(next_url, 303)
-        response.set_cookie(SESSION_COOKIE, sessions.issue(user), max_age=sessions.lifetime, httponly=True,
-                            samesite="strict", secure=secure(request), path="/")
-        response.delete_cookie(CSRF_COOKIE, path="/signin")
-        return response
-
-    def too_many(request: Request, wait: int, next_url: str, username: str) -> HTMLResponse:
-        minutes = max(1, round(wait / 60))
-        return signin_page(request, 429, f"Too many failed sign-ins. Try again in about {minutes} minute(s).",
-                           next_url, username, headers={"Retry-After": str(wait)})
-
-    async def signout(request: Request) -> Response:
-        form = await _small_form(request)
-        cookie = request.cookies.get(SESSION_COOKIE, "")
-        if not signer.valid("signout", cookie, form.get("csrf", "")):
-            raise HTTPException(400, "The sign-out form had expired; reload the page and try again.")
-        response = RedirectResponse("/signin", 303)
-        response.delete_cookie(SESSION_COOKIE, path="/")
-        return response
-
-    def versions_page(request: Request) -> HTMLResponse:
-        user: User = request.state.user
-        versions = list_versions(instance, settings.versions_shown)
-        return render("versions.html", user=user, auditor=user.role == "auditor", versions=versions,
-                      latest=versions[0] if versions else None, columns=TOTAL_COLUMNS,
-                      dagster_url=settings.dagster_url.rstrip("/"),
-                      signout_csrf=signer.sign("signout", request.cookies.get(SESSION_COOKIE, "")))
-
-    def version_file(request: Request) -> Response:
-        version = get_version(instance, request.path_params["storage_id"])
-        return serve(request.state.user, version, request.path_params["name"])
-
-    def latest_file(request: Request) -> Response:
-        return serve(request.state.user, latest_version(instance), request.path_params["name"])
-
-    def serve(user: User, version: Version | None, name: str) -> Response:
-        if version is None or name not in version.files:
-            raise HTTPException(404, "No such report file.")
-        auditor = user.role == "auditor"
-        # An auditor's copy is built from the ids in the workbook and CSV too: all of them must be intact.
-        for f in version.files.values() if auditor else [version.files[name]]:
-            if problem := integrity.problem(f):
-                raise HTTPException(*problem)
-        try:
-            path = pseudonymiser.file(version, name) if auditor else version.files[name].path
-        except LookupError as exc:
-            raise HTTPException(409, f"{exc}, so it cannot be pseudonymised.") from None
-        stem, suffix = name.rsplit(".", 1)
-        filename = f"{version.label}-{stem}{'-pseudonymised' if auditor else ''}.{suffix}"
-        return FileResponse(path, filename=filename, media_type=MEDIA_TYPES[f".{suffix}"])
-
-    async def http_error(request: Request, exc: HTTPException) -> HTMLResponse:
-        return render("error.html", exc.status_code, status=exc.status_code, message=exc.detail)
-
-    @asynccontextmanager
-    async def lifespan(app):
-        yield
-        instance.dispose()
-
-    app = Starlette(routes=[
-        Route("/signin", signin_form, methods=["GET"]),
-        Route("/signin", signin, methods=["POST"]),
-        Route("/signout", signout, methods=["POST"]),
-        Route("/", versions_page, methods=["GET"]),
-        Route("/versions/{storage_id:int}/{name}", version_file, methods=["GET"]),
-        Route("/latest/{name}", latest_file, methods=["GET"]),
-    ], exception_handlers={HTTPException: http_error}, lifespan=lifespan)
-    app.add_middleware(RequireSignIn, sessions=sessions)
+    site = Site(
+        settings=settings, users=users, instance=dg.DagsterInstance.from_config(str(settings.dagster_home)),
+        signer=signer, sessions=Sessions(signer, users, int(settings.session_hours * 3600)), csrf=Csrf(signer),
+        throttle=Throttle(), integrity=Integrity(),
+        pseudonymiser=Pseudonymiser(settings.pseudonym_key, settings.cache_dir) if settings.pseudonym_key else None,
+        pages=pages)
+    app = Starlette(routes=ROUTES, exception_handlers={HTTPException: http_error}, lifespan=lifespan)
+    app.state.site = site
+    app.add_middleware(RequireSignIn, sessions=site.sessions)
     app.add_middleware(SecurityHeaders)
     return app
 

@@ -125,13 +125,14 @@ contents=$(run --rm --user 0 --entrypoint bash "$IMAGE" -c '
     \( -path "*balance-sync*" -name "*.gz" -o -path "*balance-sync-logs*" -o -path "*real-logs*" \
        -o -name "000000" -o -name "000000.gz" -o -name ".env" -o -name ".env.*" -o -name "*.pem" -path "*/app/*" \
        -o -name "id_rsa*" -o -name "*.p12" -o -name ".git" -o -name ".pytest_cache" -o -name ".hypothesis" \
-       -o -path "*/calo_assets/*" -name "test_*.py" -o -name "conftest.py" -path "*calo*" \) -print
+       -o -path "*/calo_assets/*" -name "test_*.py" -o -name "conftest.py" -path "*calo*" \
+       -o -name "calo_testkit" -o -name "generator.py" -path "*calo*" -o -name calo-generate-logs \) -print
   for d in /app/tests /app/data /app/out /app/docs /app/benchmarks /app/.venv; do [ ! -e "$d" ] || echo "$d"; done
   for d in /data /out /inbox /reports /dagster_home; do [ -z "$(ls -A "$d")" ] || echo "$d is not empty"; done
   for c in gcc cc g++ clang make; do command -v "$c" || true; done
   [ ! -e /opt/venv/bin/pip ] || echo /opt/venv/bin/pip')
 [ -z "$contents" ] || fail "the image holds what it should not: $contents"
-ok "no test data, no logs (*.gz under balance-sync*), no .env/keys, no /app/tests or /app/data, no compilers, no pip in the venv"
+ok "no test data, no logs (*.gz under balance-sync*), no .env/keys, no /app/tests or /app/data, no log generator, no compilers, no pip in the venv"
 "$ENGINE" volume create "$VOLUME" >/dev/null
 run --rm --user 4242:4242 -v "$VOLUME:/dagster_home" --entrypoint touch "$IMAGE" /dagster_home/probe \
   || fail "a fresh named volume on /dagster_home is not writable by --user 4242:4242"
@@ -152,10 +153,11 @@ else
   DROP=$INBOX/sample
   if [ -x "$REPO/.venv/bin/python" ]; then
     mkdir -p "$INBOX"
-    "$REPO/.venv/bin/python" -m calo_assets.generator "$DROP" --transactions 200 >/dev/null
-  else  # the image holds the generator too
+    PYTHONPATH="$REPO/testkit" "$REPO/.venv/bin/python" -m calo_testkit.generator "$DROP" --transactions 200 >/dev/null
+  else  # the generator is not in the image: the image's Python runs it from the checkout (standard library only)
     give_to 10001 "$INBOX"
-    run --rm -v "$INBOX:/gen" --entrypoint python "$IMAGE" -m calo_assets.generator /gen/sample --transactions 200 >/dev/null
+    run --rm -v "$INBOX:/gen" -v "$REPO/testkit:/testkit:ro" -e PYTHONPATH=/testkit --entrypoint python "$IMAGE" \
+      -m calo_testkit.generator /gen/sample --transactions 200 >/dev/null
   fi
   ok "data/inbox/sample missing: generated a drop of 200 transactions ($(find "$DROP" -type f | wc -l) files)"
 fi

@@ -11,9 +11,9 @@ and every injected fault with its transaction ids and file.
 Design, in the order data takes it:
 
 * money is :class:`decimal.Decimal` all the way and is printed the way
-  JavaScript prints numbers (``js_number``); objects are printed the way Node's
-  ``util.inspect`` prints them (``_inspect``), because a parser keyed to that
-  text is what the product ships;
+  JavaScript prints numbers; objects are printed the way Node's ``util.inspect``
+  prints them (``calo_testkit.node_print``, shared with the tests' log builder),
+  because a parser keyed to that text is what the product ships;
 * users carry one currency and a continuous balance chain; clean amounts follow
   a low-discrepancy sequence around each user's usual amount, so clean data
   holds no accidental outliers, bursts, rapid deductions or breaks;
@@ -39,7 +39,6 @@ import heapq
 import json
 import math
 import random
-import re
 import struct
 import time
 from collections import Counter
@@ -47,6 +46,8 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Callable
+
+from calo_testkit.node_print import SCALARS, UNDEFINED, Raw, inspect, js_number, stringify
 
 FAULT_KINDS = (
     "balance_mismatch",
@@ -210,110 +211,7 @@ _REFUSAL = "Subscriber will have a negative balance due to this action, the proc
 _TRACE_PATH = "file:///var/task/src/syncBalance/"
 
 
-# --------------------------------------------------------------------------- text
-
-
-class _Raw(str):
-    """Text util.inspect prints bare, such as ``undefined`` or ``[Object]``."""
-
-
-UNDEFINED = _Raw("undefined")
-_ESCAPE = re.compile(r"[\x00-\x1f\\\x7f-\x9f]")
-_ESCAPE_SINGLE = re.compile(r"[\x00-\x1f'\\\x7f-\x9f]")
-_META = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\x0b": "\\x0B", "\f": "\\f", "\r": "\\r", "\\": "\\\\", "'": "\\'"}
-
-
-def _escape_char(match: re.Match) -> str:
-    char = match.group()
-    return _META.get(char) or f"\\x{ord(char):02X}"
-
-
-def js_number(value: Decimal | int) -> str:
-    """Print a number as JavaScript's ``String(number)`` does.
-
-    Why: the logs hold JavaScript numbers, so ints print without ``.0`` and
-    decimals in their shortest round-trip form (``60.181000000000004`` stays).
-    """
-    if isinstance(value, int):
-        return str(value)
-    number = float(value)
-    if number.is_integer():
-        return str(int(number))
-    text = repr(number)
-    return format(Decimal(text), "f") if "e" in text else text
-
-
-def js_string(text: str) -> str:
-    """Quote a string as util.inspect does: single quotes unless the text holds one.
-
-    A ``'`` switches to double quotes, or to backticks when ``"`` is there too
-    (JSON metadata); backslashes and control characters are escaped.
-    """
-    quote, pattern = "'", _ESCAPE_SINGLE
-    if "'" in text:
-        if '"' not in text:
-            quote, pattern = '"', _ESCAPE
-        elif "`" not in text and "${" not in text:
-            quote, pattern = "`", _ESCAPE
-    if pattern.search(text):
-        text = pattern.sub(_escape_char, text)
-    return f"{quote}{text}{quote}"
-
-
-def _inspect(value: object, indent: int = 0) -> str:
-    """Render a value as Node's ``console.log`` does (util.inspect, breakLength 80)."""
-    kind = type(value)  # exact types: _Raw and bool must not pass for str and int
-    if kind is str:
-        return js_string(value)
-    if kind is Decimal or kind is int:
-        return js_number(value)
-    if kind is dict:
-        scalars = _SCALARS  # most values are scalars: render them without recursing
-        entries = [f"{key}: {scalars[type(item)](item)}" if type(item) in scalars else
-                   f"{key}: {_inspect(item, indent + 2)}" for key, item in value.items()]
-        return _reduce(entries, indent, "{", "}")
-    if kind is _Raw:
-        return str(value)
-    if kind is bool:
-        return "true" if value else "false"
-    if kind is list:
-        return _reduce([_inspect(item, indent + 2) for item in value], indent, "[", "]")
-    raise TypeError(f"cannot inspect {kind.__name__}")
-
-
-_SCALARS = {str: js_string, Decimal: js_number, int: js_number}
-
-
-def _reduce(entries: list[str], indent: int, opening: str, closing: str) -> str:
-    """Join entries on one line when Node would (its ``reduceToSingleString``), else one per line."""
-    if not entries:
-        return opening + closing
-    total = 2 * len(entries) + indent + len(opening) + 10
-    for entry in entries:
-        total += len(entry)
-        if total > 80 or "\n" in entry:
-            break
-    else:
-        return f"{opening} {', '.join(entries)} {closing}"
-    pad = "\n" + " " * (indent + 2)
-    return f"{opening}{pad}{(',' + pad).join(entries)}\n{' ' * indent}{closing}"
-
-
-def _json(value: object) -> str:
-    """JSON.stringify: compact, UTF-8 kept, numbers printed as JavaScript does."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (Decimal, int)):
-        return js_number(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{json.dumps(key)}:{_json(item)}" for key, item in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_json(item) for item in value) + "]"
-    if value is None:
-        return "null"
-    raise TypeError(f"cannot serialise {type(value).__name__}")
+# --------------------------------------------------------------------------- time
 
 
 class _Clock:
@@ -420,8 +318,8 @@ class _Tx:
         else:
             values = (self.id, self.user.uid, self.user.currency, self.amount, self.vat, self.old, self.new)
             parts = _OLD_BLOCK
-        scalars = _SCALARS
-        rendered = [scalars[type(value)](value) if type(value) in scalars else _inspect(value) for value in values]
+        scalars = SCALARS
+        rendered = [scalars[type(value)](value) if type(value) in scalars else inspect(value) for value in values]
         return "".join([part + value for part, value in zip(parts, rendered)]) + parts[-1]
 
     def copy(self, **changes: object) -> _Tx:
@@ -435,7 +333,7 @@ def _block_layout(keys: tuple[str, ...]) -> list[str]:
     holes wider than a line give the same layout, once, instead of per block.
     """
     hole = "\x00" * 81
-    return ("Start syncing the balance " + _inspect({"transaction": dict.fromkeys(keys, _Raw(hole))})).split(hole)
+    return ("Start syncing the balance " + inspect({"transaction": dict.fromkeys(keys, Raw(hole))})).split(hole)
 
 
 _TYPED_BLOCK = _block_layout(("id", "type", "source", "action", "userId", "paymentBalance", "updatePaymentBalance",
@@ -494,7 +392,7 @@ class _Invocation:
         aws = {"Timestamp": self.ms - 1, "CloudWatchMetrics": [
             {"Namespace": "apiService", "Dimensions": [["service"]], "Metrics": [{"Name": name, "Unit": "Count"}]}]}
         body = {"_aws": aws, "service": "syncBalanceSQS", name: 1, "userId": user_id, "action": action}
-        self.record(f"metric_{name}", f"{self.clock(self.ms)} {_json(body)}")
+        self.record(f"metric_{name}", f"{self.clock(self.ms)} {stringify(body)}")
 
 
 # --------------------------------------------------------------------------- export
@@ -711,7 +609,7 @@ class _Export:
             if kind in _FLAVOURS:
                 status = _FIRED if self._clean_message(inv, kind) else None
             else:
-                status = getattr(self, f"_item_{kind}")(inv, self.fired[kind])
+                status = self._ITEMS[kind](self, inv, self.fired[kind])
             if status is not None:
                 self._take(kind)
                 return status
@@ -853,7 +751,7 @@ class _Export:
             variant = "web " if self.create_skips % 4 == 0 else ""
             inv.app("skip_create_subscription", "INFO", _CREATE_SKIP.format(variant))
         else:
-            flag = _inspect({"transactionAction": "DONATE_RAMADAN_MEAL"})
+            flag = inspect({"transactionAction": "DONATE_RAMADAN_MEAL"})
             inv.app("skip_update_flag", "INFO", f"{_FLAG_SKIP} {flag}")
 
     def _crash(self, start: int) -> None:
@@ -868,7 +766,8 @@ class _Export:
                            "    at packageResolve (node:internal/modules/esm/resolve:854:9)",
                            "    at moduleResolve (node:internal/modules/esm/resolve:903:20)"]}
         for _ in range(self.rng.randint(1, 3)):
-            inv.app("uncaught_exception", "ERROR", f"Uncaught Exception \t{_json(error)}", (300, 600), req="undefined")
+            inv.app("uncaught_exception", "ERROR", f"Uncaught Exception \t{stringify(error)}", (300, 600),
+                    req="undefined")
             inv.platform("init_report", f"INIT_REPORT Init Duration: {self.tick(700, 800) + self.rng.random():.2f} ms"
                                         "\tPhase: invoke\tStatus: error\tError Type: Runtime.ExitError", (50, 120))
         inv.start = inv.ms
@@ -991,14 +890,14 @@ class _Export:
         return now >= _OLD_UNTIL_MS or self.rng.random() >= 0.35
 
     def _transaction(self, inv: _Invocation, tx: _Tx, *, typed: bool = True, outcome: str = "applied",
-                     prelude: Callable[[_Invocation, _Tx], None] | None = None) -> None:
+                     prelude: Callable[[_Export, _Invocation, _Tx], None] | None = None) -> None:
         """One SQS message carrying a transaction: Processing, optional prelude, the block, its outcome."""
         self._processing(inv)
         if prelude:
-            prelude(inv, tx)
+            prelude(self, inv, tx)
         inv.app("start_syncing", "INFO", tx.block(typed))
         self._count_block(inv, tx, typed, outcome)
-        getattr(self, f"_outcome_{outcome}")(inv, tx)
+        self._OUTCOMES[outcome](self, inv, tx)
         if outcome == "applied" and tx.payment != tx.new:
             self._not_in_sync(inv, tx)
 
@@ -1037,8 +936,7 @@ class _Export:
         else:
             tx = self._clean_tx(user, inv.ms)
         typed = flavour in _NEEDS_TYPED or self._typed(inv.ms)
-        prelude = getattr(self, f"_prelude_{flavour}", None) if flavour else None
-        self._transaction(inv, tx, typed=typed, prelude=prelude)
+        self._transaction(inv, tx, typed=typed, prelude=self._PRELUDES.get(flavour))
         self._commit(tx)
         return True
 
@@ -1061,16 +959,16 @@ class _Export:
         return body
 
     def _prelude_json_form(self, inv: _Invocation, tx: _Tx) -> None:
-        inv.app("transaction_json", "INFO", f"transaction {_json(self._json_record(tx))}")
+        inv.app("transaction_json", "INFO", f"transaction {stringify(self._json_record(tx))}")
         self.json_form += 1
 
     def _prelude_transaction_lock(self, inv: _Invocation, tx: _Tx) -> None:
         lock = {"original": {"pk": f"TRANSACTION_LOCK#{tx.user.uid}", "sk": tx.id, "userId": tx.user.uid,
                              "createdAt": self.clock(inv.ms), "ttl": inv.ms // 1000 + 300}}
-        inv.app("transaction_lock", "INFO", f"Transaction Lock created{'!' * 24} Rr {_inspect(lock)}")
+        inv.app("transaction_lock", "INFO", f"Transaction Lock created{'!' * 24} Rr {inspect(lock)}")
 
     def _prelude_sqs_record(self, inv: _Invocation, tx: _Tx) -> None:
-        body = _json(self._json_record(tx))
+        body = stringify(self._json_record(tx))
         sent = str(tx.created_ms + self.tick(50, 900))
         record = {"messageId": inv.message_id, "receiptHandle": "AQEB" + self._hex(160),
                   "body": body, "attributes": {
@@ -1083,7 +981,11 @@ class _Export:
                   "eventSource": "aws:sqs",
                   "eventSourceARN": f"arn:aws:sqs:us-east-1:{self.account}:calo-sync-balance.fifo",
                   "awsRegion": "us-east-1"}
-        inv.app("sqs_record", "INFO", f"record {_inspect(record)}")
+        inv.app("sqs_record", "INFO", f"record {inspect(record)}")
+
+    #: The record a flavoured clean message logs before its block (metadata flavours log none).
+    _PRELUDES = {"json_form": _prelude_json_form, "transaction_lock": _prelude_transaction_lock,
+                 "sqs_record": _prelude_sqs_record}
 
     # ----------------------------------------------------------------- outcome records
 
@@ -1105,7 +1007,7 @@ class _Export:
     def _outcome_refused(self, inv: _Invocation, tx: _Tx) -> None:
         data = {"userId": tx.user.uid, "currentBalance": tx.old, "transactionId": tx.id}
         refusal = {"message": _REFUSAL, "data": data}
-        inv.app("refusal", "INFO", _inspect(refusal), (2, 20))
+        inv.app("refusal", "INFO", inspect(refusal), (2, 20))
         inv.metric("negativeBalance", tx.user.uid, tx.action)
 
     def _outcome_unknown(self, inv: _Invocation, tx: _Tx) -> None:
@@ -1113,24 +1015,28 @@ class _Export:
                  "stack": ["TypeError: Cannot read properties of undefined (reading 'Items')",
                            f"    at getSubscription ({_TRACE_PATH}repository.mjs:41:23)",
                            f"    at async Runtime.handler ({_TRACE_PATH}listener.mjs:30:9)"]}
-        inv.app("invoke_error", "ERROR", f"Invoke Error \t{_json(error)}", (5, 40))
+        inv.app("invoke_error", "ERROR", f"Invoke Error \t{stringify(error)}", (5, 40))
+
+    #: What the Lambda logs after a block, by outcome (every one of OUTCOMES).
+    _OUTCOMES = {"applied": _outcome_applied, "already_synced": _outcome_already_synced,
+                 "failed": _outcome_failed, "refused": _outcome_refused, "unknown": _outcome_unknown}
 
     def _not_in_sync(self, inv: _Invocation, tx: _Tx) -> None:
         """The ERROR for a payment balance that disagrees, with its metric (and a Slack alert sometimes)."""
         balances = {"userId": tx.user.uid, "subscriptionBalance": tx.new, "paymentBalance": tx.payment}
         inv.app("not_in_sync", "ERROR",
-                f"Subscription balance and payment balance are not in sync {_inspect(balances)}", (15, 45))
+                f"Subscription balance and payment balance are not in sync {inspect(balances)}", (15, 45))
         self.sync_errors += 1
         slack = self.sync_errors % 3 == 1
         if slack:
             inv.app("slack_notification", "INFO", "Sending slack notification")
         inv.metric("subBalanceDiscrapancy", tx.user.uid, tx.action)
         if slack:
-            text, fields = {"type": "section", "text": _Raw("[Object]")}, {"type": "section", "fields": _Raw("[Array]")}
+            text, fields = {"type": "section", "text": Raw("[Object]")}, {"type": "section", "fields": Raw("[Array]")}
             country = _CURRENCIES[tx.user.currency].country
             alert = {"country": country, "channel": "subscription-service-alarms", "kitchen": f"{country}001",
                      "brand": "CALO", "suppress": False, "blocks": [text, fields, text]}
-            inv.app("slack_notification", "INFO", f"Sending slack notification {_inspect(alert)} "
+            inv.app("slack_notification", "INFO", f"Sending slack notification {inspect(alert)} "
                     f"arn:aws:sns:us-east-1:{self.account}:calo-sns-send-slack", (0, 2))
 
     # ----------------------------------------------------------------- faults
@@ -1344,6 +1250,24 @@ class _Export:
         self._transaction(inv, tx, typed=self._typed(inv.ms), outcome="unknown")
         return _ENDED
 
+    #: The writer of each scheduled item fired inside a regular invocation, other than the flavours
+    #: (clean messages, see ``_clean_message``); each returns _FIRED, _ENDED or None (not now).
+    _ITEMS = {
+        "balance_mismatch": _item_balance_mismatch,
+        "continuity_break": _item_continuity_break,
+        "overdraft": _item_overdraft,
+        "repeat_delivery": _item_repeat_delivery,
+        "invalid_action": _item_invalid_action,
+        "burst": _item_burst,
+        "rapid_manual_deduction": _item_rapid_manual_deduction,
+        "duplicate_tx_id": _item_duplicate_tx_id,
+        "mad_spike": _item_mad_spike,
+        "out_of_sync": _item_out_of_sync,
+        "sync_failed": _item_sync_failed,
+        "malformed_block": _item_malformed_block,
+        "invoke_error": _item_invoke_error,
+    }
+
     # ----------------------------------------------------------------- truth
 
     def _truth(self) -> GroundTruth:
@@ -1383,8 +1307,8 @@ def generate_export(out_dir: Path, *, transactions: int = 300, seed: int = 7, us
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python -m calo_assets.generator OUT_DIR --transactions N --seed S``."""
-    parser = argparse.ArgumentParser(prog="python -m calo_assets.generator",
+    """``calo-generate-logs OUT_DIR --transactions N --seed S``, or ``python -m calo_testkit.generator ...``."""
+    parser = argparse.ArgumentParser(prog="calo-generate-logs",
                                      description="Write a realistic, seeded balance-sync log export.")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--transactions", type=int, default=300)
