@@ -451,9 +451,11 @@ def test_a_file_changed_or_gone_since_it_was_recorded_is_not_served(pipeline, ac
     files = recorded_files(record)
     base = f"/versions/{record.storage_id}"
     assert accountant.get(f"{base}/raw_parsed.csv").status_code == 200  # digest now cached
-    time.sleep(0.01)
-    with open(files["raw_parsed.csv"]["path"], "r+b") as fh:
+    csv_path = files["raw_parsed.csv"]["path"]
+    before = os.stat(csv_path).st_mtime_ns
+    with open(csv_path, "r+b") as fh:
         fh.write(b"X")  # same size, new content
+    os.utime(csv_path, ns=(before + 1_000_000_000, before + 1_000_000_000))  # whatever the clock's granularity
     changed = accountant.get(f"{base}/raw_parsed.csv")
     assert changed.status_code == 409 and "changed on disk" in changed.text
     assert auditor.get(f"{base}/report.html").status_code == 409  # ids come from the CSV too

@@ -9,7 +9,6 @@ recorded. Everything but the sign-in form needs a session.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import threading
@@ -31,6 +30,7 @@ from starlette.routing import Route
 
 from calo_assets.downloads.auth import Csrf, Sessions, Signer, Throttle, User, Users, UsersFileError
 from calo_assets.downloads.pseudonymise import Pseudonymiser
+from calo_assets.files import file_sha256
 from calo_assets.downloads.versions import ReportFile, Version, get_version, latest_version, list_versions
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates" / "downloads"
@@ -135,20 +135,12 @@ class Integrity:
         with self._lock:
             digest = self._digests.get(key)
         if digest is None and st.st_size == f.size:
-            digest = _sha256(f.path)
+            digest = file_sha256(f.path)
             with self._lock:
                 self._digests[key] = digest
         if st.st_size != f.size or digest != f.sha256:
             return 409, f"{f.name} changed on disk since this version recorded it; it is not served."
         return None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class SecurityHeaders:

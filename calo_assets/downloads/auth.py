@@ -23,6 +23,8 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from calo_assets.atomic import new_file
+
 ROLES = ("accountant", "auditor")
 USERNAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
@@ -82,13 +84,9 @@ class Users:
 
     def save(self, path: Path) -> None:
         """Write the file whole (temporary file, then rename), readable by its owner only."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with new_file(path, mode=0o600) as tmp, open(tmp, "w", encoding="utf-8") as fh:
             json.dump({"users": self.entries}, fh, indent=2, sort_keys=True)
             fh.write("\n")
-        os.replace(tmp, path)
 
     def set(self, name: str, role: str, password: str) -> None:
         if not USERNAME.fullmatch(name):

@@ -24,15 +24,14 @@ import hashlib
 import hmac
 import html
 import json
-import os
 import re
-import secrets
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from markupsafe import escape
 
+from calo_assets.atomic import new_file
 from calo_assets.downloads.versions import Version
 from calo_assets.reports import xlsx
 from calo_assets.reports.safe_text import looks_like_formula
@@ -159,13 +158,8 @@ class Pseudonymiser:
             return target
         with self._lock(version.storage_id):
             if not target.is_file():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name(f".{target.name}.tmp-{secrets.token_hex(4)}")
-                try:
+                with new_file(target) as tmp:
                     REWRITERS[name](source.path, tmp, self._replacer(version))
-                    os.replace(tmp, target)
-                finally:
-                    tmp.unlink(missing_ok=True)
         return target
 
     @staticmethod
